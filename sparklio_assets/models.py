@@ -1,0 +1,255 @@
+"""Domain models: the brief that comes in, the storyboard that the planner writes, and the records
+each stage leaves behind. Field names follow the spec (section 3.1, section 4) exactly, so the JSON a
+frontend already knows round-trips unchanged.
+
+Every boundary (CLI, API, LLM output, files on disk) goes through these models, and
+`describe_validation_error` turns pydantic's errors into one line per problem that names the
+field and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+FPS = 24
+FRAME = 1 / FPS
+MAX_SCENES = 12
+MIN_SCENE_SECONDS = 1.0
+
+Channel = Literal[
+    "instagram_reels",
+    "instagram_stories",
+    "instagram_feed",
+    "youtube_shorts",
+    "youtube",
+    "tiktok",
+    "facebook_reels",
+    "facebook_feed",
+]
+MotionStyle = Literal[
+    "slow zoom-in",
+    "parallax movement",
+    "rotation + glow effect",
+    "slide transition",
+    "pulse effect",
+]
+BrandElement = Literal[
+    "logo_bottom_right",
+    "logo",
+    "product_3d",
+    "certification_badge",
+    "cta_button",
+]
+Quality = Literal["draft", "standard", "premium"]
+EnginePreference = Literal["auto", "local", "cloud", "hybrid"]
+
+HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+SCENE_ID = re.compile(r"^scene_\d{3}$")
+
+# The five acts of the ad. The spec writes the first one "Hook / Attention".
+PURPOSES = ("Hook / Attention", "Problem", "Solution", "Social Proof", "CTA")
+ONSCREEN_TEXT_MAX = 40  # characters; two lines of large type inside the 9:16 safe area
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _hex(value: str) -> str:
+    if not HEX_COLOR.match(value):
+        raise ValueError(f"must be a #RRGGBB hex colour, got {value!r}")
+    return value.upper()
+
+
+HexColor = Annotated[str, Field(description="#RRGGBB")]
+
+
+class Brief(_Strict):
+    """What the marketer asks for (spec 3.1 input, spec 4.1 request)."""
+
+    brand_id: str = Field(min_length=1, max_length=64, examples=["2f0c6a2e-3c55-4d7e-9a57-2d1f3b8c9e10"])
+    product: str = Field(min_length=1, max_length=120, examples=["Daily Eye Care Moisturizer"])
+    target_audience: str = Field(min_length=1, max_length=200, examples=["20-30대 직장인"])
+    goal: str = Field(min_length=1, max_length=200, examples=["제품 인지도 + 전환"])
+    duration: int = Field(ge=5, le=60, description="seconds, 5-60", examples=[15])
+    tone: str = Field(min_length=1, max_length=60, examples=["professional_warm"])
+    channels: list[Channel] = Field(min_length=1, max_length=8, examples=[["instagram_reels", "youtube_shorts"]])
+
+    @field_validator("tone")
+    @classmethod
+    def _tone_is_snake_case(cls, value: str) -> str:
+        if not SNAKE.match(value):
+            raise ValueError(f"must be snake_case words like 'professional_warm', got {value!r}")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a channel")
+        return value
+
+
+class BrandKit(_Strict):
+    """A brand's look: applied to every frame of every scene."""
+
+    brand_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=80)
+    colors: list[HexColor] = Field(min_length=1, max_length=6, description="primary first, then accents")
+    tone_keywords: list[str] = Field(default_factory=list, max_length=10)
+    logo_text: str = Field(default="", max_length=40)
+    cta_default: str = Field(default="", max_length=ONSCREEN_TEXT_MAX)
+
+    _colors_hex = field_validator("colors", mode="after")(lambda cls, v: [_hex(c) for c in v])
+
+    @classmethod
+    def default_for(cls, brief: Brief) -> BrandKit:
+        """A neutral kit for briefs that come without one."""
+        return cls(brand_id=brief.brand_id, name=brief.product, colors=["#F4F1EC", "#1F3A5F"],
+                   logo_text=brief.product.upper()[:40])
+
+
+class Scene(_Strict):
+    id: str = Field(examples=["scene_001"])
+    purpose: str = Field(min_length=1, max_length=40, examples=["Hook / Attention"])
+    duration_seconds: float = Field(ge=MIN_SCENE_SECONDS, le=30, examples=[3])
+    narration: str = Field(default="", max_length=200)
+    onscreen_text: str = Field(default="", max_length=ONSCREEN_TEXT_MAX)
+    image_prompt: str = Field(min_length=1, max_length=500)
+    motion_style: MotionStyle
+    brand_elements: list[BrandElement] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not SCENE_ID.match(value):
+            raise ValueError(f"must look like 'scene_001', got {value!r}")
+        return value
+
+    @field_validator("duration_seconds")
+    @classmethod
+    def _whole_frames(cls, value: float) -> float:
+        frames = round(value * FPS)
+        if abs(frames / FPS - value) > 1e-6:
+            raise ValueError(f"must be a whole number of frames at {FPS} fps (multiple of 1/{FPS} s), got {value}")
+        return frames / FPS
+
+    @property
+    def frames(self) -> int:
+        return round(self.duration_seconds * FPS)
+
+
+class StoryboardMetadata(BaseModel):
+    """Spec 3.1 `metadata`, plus provenance: which engine wrote the storyboard and what it cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bgm_mood: str = "calm_inspiring"
+    transition_style: Literal["smooth_fade", "cut"] = "smooth_fade"
+    brand_colors: list[HexColor] = Field(default_factory=list)
+    estimated_cost: str = Field(default="$0.00", pattern=r"^\$\d+(\.\d+)?$")
+    planner_engine: str = Field(default="builtin", description="which engine wrote the scenes")
+    llm_calls: list[dict] = Field(default_factory=list, description="provider, model, seconds, tokens, cost per call")
+
+    _colors_hex = field_validator("brand_colors", mode="after")(lambda cls, v: [_hex(c) for c in v])
+
+
+class Storyboard(_Strict):
+    title: str = Field(min_length=1, max_length=160)
+    duration_seconds: float = Field(ge=5, le=60)
+    format: Literal["9:16"] = "9:16"
+    scenes: list[Scene] = Field(min_length=1, max_length=MAX_SCENES)
+    metadata: StoryboardMetadata = Field(default_factory=StoryboardMetadata)
+
+    @model_validator(mode="after")
+    def _invariants(self) -> Storyboard:
+        ids = [s.id for s in self.scenes]
+        expected = [f"scene_{i:03d}" for i in range(1, len(self.scenes) + 1)]
+        if ids != expected:
+            raise ValueError(f"scenes: ids must be {expected[0]}..{expected[-1]} in order, got {ids}")
+        total = sum(s.duration_seconds for s in self.scenes)
+        if abs(total - self.duration_seconds) > FRAME / 2:
+            raise ValueError(
+                f"scenes: durations sum to {total:g} s but duration_seconds is {self.duration_seconds:g} s")
+        return self
+
+    def scene(self, scene_id: str) -> Scene:
+        for scene in self.scenes:
+            if scene.id == scene_id:
+                return scene
+        raise KeyError(f"storyboard has no {scene_id} (it has {len(self.scenes)} scenes)")
+
+
+class JobSpec(_Strict):
+    """One job = one brief made into one ad. Written once when the job is created."""
+
+    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12], pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$")
+    brief: Brief
+    brand: BrandKit | None = None
+    quality: Quality = "draft"
+    engine_preference: EnginePreference = "auto"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def brand_kit(self) -> BrandKit:
+        return self.brand or BrandKit.default_for(self.brief)
+
+
+class KeyImageRecord(BaseModel):
+    scene_id: str
+    path: str
+    engine: str = Field(description="builtin | comfyui_sdxl | comfyui_lora | comfyui_controlnet ...")
+    seconds: float
+    width: int
+    height: int
+    note: str = ""
+
+
+class MotionRecord(BaseModel):
+    """How a scene moves. Ken Burns is a pure function of the key image and these parameters, so it
+    is rendered once, in the final encode; a generated clip (AnimateDiff) is a file to decode."""
+
+    scene_id: str
+    engine: Literal["kenburns", "animatediff"]
+    motion_style: MotionStyle
+    duration_seconds: float
+    fps: int = FPS
+    image_path: str
+    clip_path: str | None = None
+    preview_path: str | None = None
+    seconds: float = 0.0
+    fallback_reason: str | None = None
+
+
+class VideoRecord(BaseModel):
+    job_id: str
+    video_path: str
+    thumbnail_path: str
+    duration: float
+    resolution: str
+    fps: float
+    bitrate: int
+    size_bytes: int
+    scenes_count: int
+    engines: dict[str, str]
+    seconds: float
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `brief.duration: must be ≤ 60 (got 90)`."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"]) or "(root)"
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc != "(root)" else prefix
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] not in ("missing", "extra_forbidden") and "input" in item and not isinstance(item["input"], (dict, list)):
+            message += f" (got {item['input']!r})"
+        lines.append(f"{loc}: {message}")
+    return "; ".join(lines)
