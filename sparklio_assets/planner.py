@@ -1,0 +1,143 @@
+"""The built-in storyboard planner: no LLM, no network, always available.
+
+It writes the classic five-act short ad (Hook, Problem, Solution, Social Proof, CTA) with a time
+budget per act scaled to the requested duration, copy drawn from the brief in the brief's language
+(Korean when the brief is written in Hangul), and image prompts / motion styles / brand elements
+filled in. It never invents facts (no "clinically proven"): social proof stays generic until an LLM
+or a human writes the real claim.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .models import FPS, PURPOSES, BrandKit, Brief, Scene, Storyboard, StoryboardMetadata
+
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+@dataclass(frozen=True)
+class Act:
+    purpose: str
+    seconds: float  # its length in a 15 s ad; longer ads scale every scene alike
+    motion: str
+    brand_elements: tuple[str, ...]
+    extra_elements: tuple[str, ...]  # for the 2nd, 3rd... scene of the same act
+
+
+ACTS = (
+    Act(PURPOSES[0], 3.0, "slow zoom-in", ("logo_bottom_right",), ("logo_bottom_right",)),
+    Act(PURPOSES[1], 3.0, "parallax movement", (), ()),
+    Act(PURPOSES[2], 4.0, "rotation + glow effect", ("product_3d", "logo"), ("product_3d",)),
+    Act(PURPOSES[3], 3.0, "slide transition", ("certification_badge",), ()),
+    Act(PURPOSES[4], 2.0, "pulse effect", ("logo", "cta_button"), ()),
+)
+EXTRA_SCENE_SECONDS = 3.5
+# Which acts get the extra scenes of a longer ad, in order: the middle of the story grows first.
+GROWTH = (2, 3, 1, 2, 0, 3, 1)
+
+COPY = {
+    "ko": {
+        PURPOSES[0]: ("{audience}, 오늘도 지치셨나요?", "{audience}의 하루, 이대로 괜찮을까요?"),
+        PURPOSES[1]: ("매일 반복되는 고민", "작은 불편이 쌓이면 하루가 무거워집니다."),
+        PURPOSES[2]: ("{product}", "{product}, {brand}가 찾은 해답입니다."),
+        PURPOSES[3]: ("믿을 수 있는 선택, {brand}", "많은 분들이 {brand}와 함께 달라진 하루를 경험하고 있어요."),
+        PURPOSES[4]: ("{cta}", ""),
+    },
+    "en": {
+        PURPOSES[0]: ("Running on empty?", "{audience}: does your day drain you too?"),
+        PURPOSES[1]: ("Same struggle, every day", "Small frictions pile up until the whole day feels heavy."),
+        PURPOSES[2]: ("Meet {product}", "{product}: the answer {brand} built for you."),
+        PURPOSES[3]: ("Trusted by people like you", "People are already making their day better with {brand}."),
+        PURPOSES[4]: ("{cta}", ""),
+    },
+}
+FOLLOW_UP = {
+    "ko": {PURPOSES[1]: "이런 순간, 익숙하지 않나요?", PURPOSES[2]: "이제 더 가볍게",
+           PURPOSES[3]: "직접 느껴보세요", PURPOSES[0]: "잠깐, 주목!"},
+    "en": {PURPOSES[1]: "Sound familiar?", PURPOSES[2]: "Ready when you are",
+           PURPOSES[3]: "See the difference", PURPOSES[0]: "Wait for it"},
+}
+CTA_DEFAULT = {"ko": "지금 바로 만나보세요", "en": "Try it today"}
+VISUALS = {
+    PURPOSES[0]: "close-up portrait of {audience_en}, soft lighting, cinematic, shallow depth of field",
+    PURPOSES[1]: "everyday scene showing the problem {product} solves, moody light, {tone} mood",
+    PURPOSES[2]: "premium product shot of {product}, clean studio light, brand colours {colors}",
+    PURPOSES[3]: "happy customer using {product}, natural light, authentic lifestyle photo",
+    PURPOSES[4]: "{product} package hero shot, bold composition, space for call to action",
+}
+MOODS = {"energetic": "upbeat_energetic", "playful": "upbeat_playful", "luxury": "elegant_minimal",
+         "calm": "calm_inspiring", "warm": "calm_inspiring", "professional": "calm_inspiring"}
+
+
+def language_of(brief: Brief) -> str:
+    text = " ".join((brief.product, brief.target_audience, brief.goal))
+    return "ko" if HANGUL.search(text) else "en"
+
+
+def scene_plan(duration: int) -> list[int]:
+    """Indices into ACTS, one per scene, in story order: 5 scenes for 15 s, about one per 4 s;
+    under 10 s there is only time for Hook, Solution and CTA."""
+    if duration < 10:
+        return [0, 2, 4]
+    count = max(5, min(12, round(duration / 4)))
+    per_act = [1] * len(ACTS)
+    for i in range(count - len(ACTS)):
+        per_act[GROWTH[i % len(GROWTH)]] += 1
+    return [act for act, n in enumerate(per_act) for _ in range(n)]
+
+
+def split_frames(total_frames: int, weights: list[float]) -> list[int]:
+    """Whole-frame durations proportional to weights that add up exactly to total_frames, with
+    boundaries on half seconds where possible so the cuts land on a steady beat."""
+    step = FPS // 2
+    cum, acc, total_w = [0], 0.0, sum(weights)
+    for w in weights[:-1]:
+        acc += w
+        cum.append(round(acc / total_w * total_frames / step) * step)
+    cum.append(total_frames)
+    return [b - a for a, b in zip(cum, cum[1:])]
+
+
+def _fit(text: str, limit: int = 40) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def plan_storyboard(brief: Brief, brand: BrandKit) -> Storyboard:
+    lang = language_of(brief)
+    acts = scene_plan(brief.duration)
+    weights = [ACTS[a].seconds if acts.index(a) == i else EXTRA_SCENE_SECONDS for i, a in enumerate(acts)]
+    frames = split_frames(brief.duration * FPS, weights)
+    values = {
+        "audience": brief.target_audience, "audience_en": brief.target_audience, "product": brief.product,
+        "brand": brand.name, "goal": brief.goal, "tone": brief.tone.replace("_", " "),
+        "colors": " and ".join(brand.colors), "cta": brand.cta_default or CTA_DEFAULT[lang],
+    }
+    scenes, seen = [], set()
+    for index, (act_index, n_frames) in enumerate(zip(acts, frames), start=1):
+        act = ACTS[act_index]
+        first = act_index not in seen
+        seen.add(act_index)
+        onscreen, narration = COPY[lang][act.purpose]
+        if not first:
+            onscreen, narration = FOLLOW_UP[lang][act.purpose], ""
+        scenes.append(Scene(
+            id=f"scene_{index:03d}",
+            purpose=act.purpose,
+            duration_seconds=n_frames / FPS,
+            narration=_fit(narration.format(**values), 200),
+            onscreen_text=_fit(onscreen.format(**values)),
+            image_prompt=VISUALS[act.purpose].format(**values) + ", vertical 9:16, HD",
+            motion_style=act.motion if first else ACTS[(act_index + 1) % len(ACTS)].motion,
+            brand_elements=list(act.brand_elements if first else act.extra_elements),
+        ))
+    mood = next((m for key, m in MOODS.items() if key in brief.tone), "calm_inspiring")
+    return Storyboard(
+        title=f"{brief.product} - {brief.duration}s Ad",
+        duration_seconds=brief.duration,
+        scenes=scenes,
+        metadata=StoryboardMetadata(bgm_mood=mood, brand_colors=brand.colors, estimated_cost="$0.00",
+                                    planner_engine="builtin"),
+    )
