@@ -1,0 +1,120 @@
+"""The FFmpeg runner: one place that knows the binary, the encoder settings and how to run it.
+
+The binary comes from the `imageio-ffmpeg` wheel, so nothing is installed outside pip. Encodes
+stream raw frames into ffmpeg's stdin and write to a temporary file beside the target, which is
+moved into place only after ffmpeg exits cleanly: a failed or killed run never leaves a file that
+looks finished, and never replaces a good earlier video. Retries follow spec 8.1 (2 attempts,
+linear backoff, a timeout per attempt).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+class FFmpegError(RuntimeError):
+    pass
+
+
+def default_binary() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+class FFmpegRunner(ConfigurableResource):
+    """Encoder settings of every MP4 the product writes (H.264 High, yuv420p, 5-10 Mbps)."""
+
+    binary: str = Field(default="", description="ffmpeg executable; empty = the imageio-ffmpeg wheel's")
+    preset: str = Field(default="medium", description="x264 preset")
+    bitrate: str = "8M"
+    maxrate: str = "10M"
+    bufsize: str = "16M"
+    gop_seconds: float = 2.0
+    timeout_s: float = 300.0
+    max_attempts: int = 2
+    backoff_s: float = 1.0
+
+    def exe(self) -> str:
+        return self.binary or default_binary()
+
+    def encoder_args(self, fps: int) -> list[str]:
+        """Exactly the encoder settings used for every output; bench/render.py reuses them."""
+        return [
+            "-c:v", "libx264", "-preset", self.preset, "-profile:v", "high",
+            "-b:v", self.bitrate, "-maxrate", self.maxrate, "-bufsize", self.bufsize,
+            "-g", str(int(fps * self.gop_seconds)), "-pix_fmt", "yuv420p",
+            # Frames arrive as BT.601 limited-range YUV (OpenCV's I420); say so, so players
+            # show the brand colours as designed.
+            "-colorspace", "smpte170m", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
+            "-movflags", "+faststart",
+        ]
+
+    def encode_i420(self, frames: Callable[[], Iterable[bytes]], width: int, height: int, fps: int,
+                    out_path: Path, log: Callable[[str], None] = lambda _: None) -> None:
+        """Encode raw I420 frames to out_path (MP4). `frames` is called once per attempt."""
+        source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+        self._run_with_retries(lambda tmp: self._pipe(source + self.encoder_args(fps) + ["-f", "mp4", str(tmp)],
+                                                      frames()), out_path, log)
+
+    def run(self, args: list[str], out_path: Path, log: Callable[[str], None] = lambda _: None) -> None:
+        """Run ffmpeg with inputs/filters `args`, writing out_path atomically (the output file
+        name is appended by this method)."""
+        self._run_with_retries(lambda tmp: self._pipe(args + [str(tmp)], None), out_path, log)
+
+    def _run_with_retries(self, attempt: Callable[[Path], None], out_path: Path, log: Callable[[str], None]) -> None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.part{out_path.suffix}")
+        for n in range(1, self.max_attempts + 1):
+            try:
+                attempt(tmp)
+                os.replace(tmp, out_path)
+                return
+            except FFmpegError as error:
+                tmp.unlink(missing_ok=True)
+                if n == self.max_attempts:
+                    raise
+                log(f"ffmpeg attempt {n}/{self.max_attempts} failed ({error}); retrying in {self.backoff_s * n:g} s")
+                time.sleep(self.backoff_s * n)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+    def _pipe(self, args: list[str], frames: Iterable[bytes] | None) -> None:
+        cmd = [self.exe(), "-hide_banner", "-loglevel", "error", "-y", *(["-nostdin"] if frames is None else []), *args]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if frames is not None else subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        stderr: list[bytes] = []
+        reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        timer = threading.Timer(self.timeout_s, proc.kill)
+        timer.start()
+        try:
+            if frames is not None:
+                try:
+                    for chunk in frames:
+                        proc.stdin.write(chunk)
+                except BrokenPipeError:
+                    pass  # ffmpeg died: its exit code and stderr below say why
+                finally:
+                    proc.stdin.close()
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+            reader.join(5)
+        if code != 0:
+            message = b"".join(stderr).decode(errors="replace").strip().splitlines()[-3:]
+            reason = "timed out" if code == -9 else f"exit {code}"
+            raise FFmpegError(f"ffmpeg {reason}: {' | '.join(message) or 'no output'}")
