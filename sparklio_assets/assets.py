@@ -1,0 +1,214 @@
+"""The asset graph: storyboard[job] → scene_key_image[job, scene] → scene_motion_clip[job, scene]
+→ final_video[job].
+
+Assets write their media through the ArtifactStore (one folder per job) and return a
+MaterializeResult whose metadata says which engine made what, how long it took, where the files
+are, and a preview the Dagster UI can show. Data flows through files, not an IO manager, so that
+re-materializing one scene and then final_video re-assembles the job from its current scenes.
+"""
+
+
+import base64
+import io
+import time
+from pathlib import Path
+
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    Backoff,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+from PIL import Image
+
+from resources.artifacts import ArtifactStore, atomic_path, write_model
+from resources.ffmpeg import FFmpegRunner
+
+from . import layout
+from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
+from .image_engine import render_key_image
+from .models import FPS, JobSpec, KeyImageRecord, MotionRecord, Storyboard, VideoRecord
+from .overlay import HEIGHT, WIDTH, render_overlay
+from .partitions import JOBS, SCENES, SCENES_TO_JOB
+from .planner import language_of, plan_storyboard
+from .render import SceneInput, frames_bgr, frames_i420
+from .video_probe import probe
+
+# Spec 8.1: generation steps get 3 tries with exponential backoff.
+GENERATION_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL)
+
+
+def image_markdown(image: Image.Image, width: int = 270, caption: str = "") -> MetadataValue:
+    """A small inline JPEG for the Dagster UI (the UI renders data: URIs in markdown)."""
+    thumb = image.convert("RGB").copy()
+    thumb.thumbnail((width, width * 2))
+    buffer = io.BytesIO()
+    thumb.save(buffer, "JPEG", quality=80)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return MetadataValue.md(f"![{caption}](data:image/jpeg;base64,{data})\n\n{caption}")
+
+
+def _scene_context(context: AssetExecutionContext, store: ArtifactStore) -> tuple[JobSpec, Storyboard, str]:
+    keys = context.partition_key.keys_by_dimension
+    job_id, scene_id = keys["job"], keys["scene"]
+    job = layout.read_job(store, job_id)
+    storyboard = layout.read_storyboard(store, job_id)
+    if scene_id not in {s.id for s in storyboard.scenes}:
+        raise Failure(description=f"job {job_id} has {len(storyboard.scenes)} scenes; {scene_id} does not exist",
+                      allow_retries=False)
+    return job, storyboard, scene_id
+
+
+@asset(partitions_def=JOBS, group_name="ad", kinds={"python"},
+       description="The scene plan (spec 3.1) written from the job's brief and brand kit.")
+def storyboard(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+    started = time.perf_counter()
+    job = layout.read_job(store, context.partition_key)
+    plan = plan_storyboard(job.brief, job.brand_kit)
+    write_model(layout.storyboard_path(store, job.job_id), plan)
+    seconds = time.perf_counter() - started
+    context.log.info(f"storyboard for job {job.job_id}: {len(plan.scenes)} scenes by {plan.metadata.planner_engine}")
+    rows = "\n".join(f"| {s.id} | {s.purpose} | {s.duration_seconds:g} s | {s.onscreen_text} | {s.motion_style} |"
+                     for s in plan.scenes)
+    return MaterializeResult(metadata={
+        "engine": plan.metadata.planner_engine,
+        "scenes": len(plan.scenes),
+        "duration_seconds": plan.duration_seconds,
+        "estimated_cost": plan.metadata.estimated_cost,
+        "seconds": round(seconds, 3),
+        "path": MetadataValue.path(str(layout.storyboard_path(store, job.job_id))),
+        "preview": MetadataValue.md(f"**{plan.title}**\n\n| scene | purpose | length | on-screen text | motion |\n"
+                                    f"|---|---|---|---|---|\n{rows}"),
+    })
+
+
+@asset(partitions_def=SCENES, deps=[storyboard], group_name="ad", pool="gpu", kinds={"python"},
+       retry_policy=GENERATION_RETRY,
+       description="The scene's 1080x1920 key image (built-in engine, or ComfyUI when configured).")
+def scene_key_image(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+    job, plan, scene_id = _scene_context(context, store)
+    scene = plan.scene(scene_id)
+    started = time.perf_counter()
+    path = layout.key_image_path(store, job.job_id, scene_id)
+    image = render_key_image(scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}")
+    with atomic_path(path) as tmp:
+        image.save(tmp, "PNG")
+    record = KeyImageRecord(scene_id=scene_id, path=str(path), engine=BUILTIN_IMAGE_ENGINE,
+                            seconds=round(time.perf_counter() - started, 3), width=image.width, height=image.height)
+    write_model(layout.key_image_record_path(store, job.job_id, scene_id), record)
+    context.log.info(f"{scene_id}: key image by {record.engine} in {record.seconds:.2f} s")
+    return MaterializeResult(metadata={
+        "engine": record.engine,
+        "seconds": record.seconds,
+        "path": MetadataValue.path(record.path),
+        "prompt": scene.image_prompt,
+        "preview": image_markdown(image, caption=f"{scene_id} · {scene.purpose} · {record.engine}"),
+    })
+
+
+@asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool="gpu", kinds={"python"},
+       retry_policy=GENERATION_RETRY,
+       description="How the scene moves (Ken Burns or an AnimateDiff clip) and its overlay of copy and brand elements.")
+def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+    job, plan, scene_id = _scene_context(context, store)
+    scene = plan.scene(scene_id)
+    started = time.perf_counter()
+    key = store.read(layout.key_image_record_path(store, job.job_id, scene_id), KeyImageRecord)
+    overlay, placed = render_overlay(scene, job.brand_kit, job.brief.product, language_of(job.brief))
+    overlay_path = layout.overlay_path(store, job.job_id, scene_id)
+    with atomic_path(overlay_path) as tmp:
+        overlay.save(tmp, "PNG")
+    motion = MotionRecord(scene_id=scene_id, engine="kenburns", motion_style=scene.motion_style,
+                          duration_seconds=scene.duration_seconds, image_path=key.path)
+    preview_path = layout.preview_path(store, job.job_id, scene_id)
+    first_frame = _write_preview(SceneInput(scene.frames, motion, overlay_path), preview_path)
+    motion = motion.model_copy(update={"preview_path": str(preview_path),
+                                       "seconds": round(time.perf_counter() - started, 3)})
+    write_model(layout.motion_path(store, job.job_id, scene_id), motion)
+    context.log.info(f"{scene_id}: {motion.engine} '{motion.motion_style}', {scene.frames} frames")
+    return MaterializeResult(metadata={
+        "engine": motion.engine,
+        "motion_style": motion.motion_style,
+        "frames": scene.frames,
+        "fps": FPS,
+        "seconds": motion.seconds,
+        "fallback_reason": motion.fallback_reason or "",
+        "text_boxes": [vars(b) for b in placed.text_boxes],
+        "preview_path": MetadataValue.path(str(preview_path)),
+        "preview": image_markdown(first_frame, caption=f"{scene_id} · {motion.engine} · {motion.motion_style}"),
+    })
+
+
+def _write_preview(scene: SceneInput, path: Path) -> Image.Image:
+    """A small animated GIF of the scene as it will appear (8 fps, quarter size); returns its first frame."""
+    step = FPS // 8
+    frames = [Image.fromarray(f[:, :, ::-1]).resize((WIDTH // 4, HEIGHT // 4), Image.BILINEAR)
+              for i, f in enumerate(frames_bgr([scene], crossfade=0)) if i % step == 0]
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, "GIF", save_all=True, append_images=frames[1:], duration=1000 // 8, loop=0)
+    return frames[0]
+
+
+@asset(partitions_def=JOBS, deps=[AssetDep(scene_motion_clip, partition_mapping=SCENES_TO_JOB)], group_name="ad",
+       kinds={"ffmpeg"}, description="The finished 1080x1920 H.264 ad and its JPEG thumbnail.")
+def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FFmpegRunner) -> MaterializeResult:
+    started = time.perf_counter()
+    job_id = context.partition_key
+    plan = layout.read_storyboard(store, job_id)
+    missing = [s.id for s in plan.scenes if not layout.motion_path(store, job_id, s.id).is_file()]
+    if missing:
+        raise Failure(description=f"job {job_id}: scenes {', '.join(missing)} are not made yet; "
+                                  "materialize scene_motion_clip for them first", allow_retries=False)
+    motions = [store.read(layout.motion_path(store, job_id, s.id), MotionRecord) for s in plan.scenes]
+    keys = [store.read(layout.key_image_record_path(store, job_id, s.id), KeyImageRecord) for s in plan.scenes]
+    scenes = [SceneInput(s.frames, m, layout.overlay_path(store, job_id, s.id)) for s, m in zip(plan.scenes, motions)]
+
+    video_path, thumb_path = layout.video_path(store, job_id), layout.thumbnail_path(store, job_id)
+    ffmpeg.encode_i420(lambda: frames_i420(scenes), WIDTH, HEIGHT, FPS, video_path, log=context.log.warning)
+    thumbnail = _thumbnail(scenes)
+    with atomic_path(thumb_path) as tmp:
+        thumbnail.save(tmp, "JPEG", quality=90)
+
+    info = probe(video_path)
+    engines = {"storyboard": plan.metadata.planner_engine}
+    for key, motion in zip(keys, motions):
+        engines[f"{key.scene_id}.image"] = key.engine
+        engines[f"{key.scene_id}.motion"] = motion.engine + (f" (fallback: {motion.fallback_reason})"
+                                                             if motion.fallback_reason else "")
+    engines["assembly"] = f"ffmpeg libx264 {ffmpeg.preset}"
+    record = VideoRecord(job_id=job_id, video_path=str(video_path), thumbnail_path=str(thumb_path),
+                         duration=info.duration, resolution=f"{info.width}x{info.height}", fps=info.fps,
+                         bitrate=info.bit_rate, size_bytes=video_path.stat().st_size, scenes_count=len(scenes),
+                         engines=engines, seconds=round(time.perf_counter() - started, 3))
+    write_model(layout.video_record_path(store, job_id), record)
+    context.log.info(f"final video {video_path}: {record.duration:.3f} s {record.resolution} "
+                     f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(record.video_path),
+        "thumbnail": MetadataValue.path(record.thumbnail_path),
+        "duration": record.duration,
+        "storyboard_duration": plan.duration_seconds,
+        "resolution": record.resolution,
+        "fps": record.fps,
+        "bitrate_mbps": round(record.bitrate / 1e6, 2),
+        "size_mb": round(record.size_bytes / 1e6, 2),
+        "codec": info.codec,
+        "pix_fmt": info.pix_fmt,
+        "scenes": record.scenes_count,
+        "seconds": record.seconds,
+        "engines": MetadataValue.json(engines),
+        "preview": image_markdown(thumbnail, caption=plan.title),
+    })
+
+
+def _thumbnail(scenes: list[SceneInput]) -> Image.Image:
+    """The first scene's frame at 60% of its length: copy fully faded in, motion under way."""
+    target = int(scenes[0].frames * 0.6)
+    for i, frame in enumerate(frames_bgr(scenes[:1], crossfade=0)):
+        if i == target:
+            return Image.fromarray(frame[:, :, ::-1])
+    raise AssertionError("unreachable: the first scene has at least one frame")

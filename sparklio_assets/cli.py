@@ -1,0 +1,144 @@
+"""`sparklio`: make an ad from a brief on the command line, through Dagster.
+
+    sparklio generate BRIEF.json [--brand BRAND.json] [--out DIR] [--quality draft|standard|premium]
+    sparklio demo [--out DIR]
+    sparklio remake-scene JOB_ID SCENE_ID [--out DIR]
+
+A bad brief is reported on one line naming the field and the reason, with exit code 2, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import get_args
+
+from pydantic import ValidationError
+
+from .models import BrandKit, Brief, JobSpec, Quality, describe_validation_error
+
+EXIT_BAD_INPUT = 2
+
+
+class InputError(Exception):
+    pass
+
+
+def _load(path: Path, model: type, label: str):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{label}: file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{label}: {path} is not valid JSON ({error})") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InputError(describe_validation_error(error, label)) from None
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _session(out: str | None):
+    """Point SPARKLIO_HOME / DAGSTER_HOME where the user asked, then load Dagster."""
+    if out:
+        os.environ["SPARKLIO_HOME"] = str(Path(out).resolve())
+    from dagster import DagsterInstance
+
+    from resources.artifacts import ArtifactStore
+
+    from .definitions import defs
+    from .pipeline import ensure_dagster_home
+
+    store = ArtifactStore()
+    ensure_dagster_home(Path(store.home))
+    return defs, DagsterInstance.get(), store
+
+
+def generate(spec: JobSpec, out: str | None) -> int:
+    from .pipeline import PipelineError, StageReport, create_job, run_job
+
+    defs, instance, store = _session(out)
+    create_job(spec, instance, store)
+    _print(f"job {spec.job_id}: {spec.brief.product}, {spec.brief.duration} s, quality {spec.quality}")
+    _print(f"  media: {store.job_dir(spec.job_id)}")
+    _print(f"  dagster: runs recorded in {os.environ['DAGSTER_HOME']} (see them with `dagster dev`)")
+
+    def report(stage: StageReport) -> None:
+        engines = ", ".join(f"{k} by {v}" for k, v in stage.engines.items())
+        _print(f"  ✓ {stage.stage:<12} {stage.seconds:6.2f} s  {engines}")
+
+    try:
+        record = run_job(spec.job_id, defs, instance, store, on_stage=report)
+    except PipelineError as error:
+        _print(f"error: {error}")
+        return 1
+    _print(f"video: {record.video_path}")
+    _print(f"  {record.duration:.2f} s, {record.resolution}, {record.fps:g} fps, "
+           f"{record.bitrate / 1e6:.1f} Mbps, {record.size_bytes / 1e6:.1f} MB, {record.scenes_count} scenes")
+    _print(f"thumbnail: {record.thumbnail_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sparklio", description="Brief in, finished vertical ad out.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="make an ad from a brief JSON file")
+    gen.add_argument("brief", type=Path)
+    gen.add_argument("--brand", type=Path, help="brand kit JSON")
+    gen.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
+    gen.add_argument("--quality", choices=get_args(Quality), default="draft")
+    gen.add_argument("--job-id", help="name the job (default: random)")
+    demo = sub.add_parser("demo", help="make the sample eye-cream ad shipped with the package")
+    demo.add_argument("--out", default="demo_output")
+    remake = sub.add_parser("remake-scene", help="re-make one scene of a job and re-assemble its video")
+    remake.add_argument("job_id")
+    remake.add_argument("scene_id")
+    remake.add_argument("--out")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "demo":
+            data = files("sparklio_assets") / "data"
+            brief = Brief.model_validate_json(data.joinpath("demo_brief.json").read_text(encoding="utf-8"))
+            brand = BrandKit.model_validate_json(data.joinpath("demo_brand.json").read_text(encoding="utf-8"))
+            return generate(JobSpec(brief=brief, brand=brand), args.out)
+        if args.command == "generate":
+            brief = _load(args.brief, Brief, "brief")
+            brand = _load(args.brand, BrandKit, "brand") if args.brand else None
+            try:
+                spec = JobSpec(brief=brief, brand=brand, quality=args.quality,
+                               **({"job_id": args.job_id} if args.job_id else {}))
+            except ValidationError as error:
+                raise InputError(describe_validation_error(error, "job")) from None
+            return generate(spec, args.out)
+        return remake_scene(args.job_id, args.scene_id, args.out)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
+    from .pipeline import PipelineError, assemble
+    from .pipeline import remake_scene as remake
+
+    defs, instance, store = _session(out)
+    try:
+        remake(job_id, scene_id, defs, instance, store)
+        record = assemble(job_id, defs, instance, store)
+    except (PipelineError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    _print(f"re-made {scene_id}; video: {record.video_path} ({record.duration:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Everything Dagster loads: assets, jobs, resources (the one Definitions object)."""
+
+from __future__ import annotations
+
+from dagster import Definitions, define_asset_job
+
+from resources.artifacts import ArtifactStore
+from resources.ffmpeg import FFmpegRunner
+
+from .assets import final_video, scene_key_image, scene_motion_clip, storyboard
+from .partitions import JOBS, SCENES
+
+storyboard_job = define_asset_job("storyboard_job", selection=[storyboard], partitions_def=JOBS,
+                                  description="Plan one job's scenes.")
+scene_job = define_asset_job("scene_job", selection=[scene_key_image, scene_motion_clip], partitions_def=SCENES,
+                             description="Make (or re-make) one scene: key image, then motion.")
+final_video_job = define_asset_job("final_video_job", selection=[final_video], partitions_def=JOBS,
+                                   description="Assemble one job's current scenes into the finished MP4.")
+
+defs = Definitions(
+    assets=[storyboard, scene_key_image, scene_motion_clip, final_video],
+    jobs=[storyboard_job, scene_job, final_video_job],
+    resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner()},
+)

@@ -1,0 +1,62 @@
+"""Where each of a job's files lives inside the artifact store: one definition, used by the
+assets, the CLI, the API and the tests alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from resources.artifacts import ArtifactStore
+
+from .models import JobSpec, Storyboard
+
+
+def job_path(store: ArtifactStore, job_id: str) -> Path:
+    return store.job_dir(job_id) / "job.json"
+
+
+def storyboard_path(store: ArtifactStore, job_id: str) -> Path:
+    return store.job_dir(job_id) / "storyboard.json"
+
+
+def key_image_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    return store.scene_dir(job_id, scene_id) / "key.png"
+
+
+def key_image_record_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    return store.scene_dir(job_id, scene_id) / "key.json"
+
+
+def overlay_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    return store.scene_dir(job_id, scene_id) / "overlay.png"
+
+
+def motion_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    return store.scene_dir(job_id, scene_id) / "motion.json"
+
+
+def preview_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    return store.scene_dir(job_id, scene_id) / "preview.gif"
+
+
+def clip_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    return store.scene_dir(job_id, scene_id) / "clip.mp4"
+
+
+def video_path(store: ArtifactStore, job_id: str) -> Path:
+    return store.final_dir(job_id) / "ad.mp4"
+
+
+def thumbnail_path(store: ArtifactStore, job_id: str) -> Path:
+    return store.final_dir(job_id) / "thumbnail.jpg"
+
+
+def video_record_path(store: ArtifactStore, job_id: str) -> Path:
+    return store.final_dir(job_id) / "video.json"
+
+
+def read_job(store: ArtifactStore, job_id: str) -> JobSpec:
+    return store.read(job_path(store, job_id), JobSpec)
+
+
+def read_storyboard(store: ArtifactStore, job_id: str) -> Storyboard:
+    return store.read(storyboard_path(store, job_id), Storyboard)
