@@ -1,0 +1,168 @@
+"""End to end: the CLI makes a real ad through a real Dagster instance; we look at the MP4."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from dagster import DagsterInstance, RunsFilter
+
+from sparklio_assets.models import Storyboard
+from sparklio_assets.overlay import SAFE_AREA
+from sparklio_assets.video_probe import probe
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "sparklio_assets" / "data"
+JOB = "demo-eye-cream"
+
+
+def sparklio(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DAGSTER_HOME": str(home / "dagster")}
+    return subprocess.run([sys.executable, "-m", "sparklio_assets.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=400)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def frames_at(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
+    out = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in indices:
+                out[i] = frame.to_ndarray(format="rgb24")
+    return out
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    result = sparklio("generate", str(DATA / "demo_brief.json"), "--brand", str(DATA / "demo_brand.json"),
+                      "--out", str(home), "--job-id", JOB, home=home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    job_dir = home / "jobs" / JOB
+    return home, job_dir, result.stdout
+
+
+def test_cli_reports_video_and_engines(made):
+    _, job_dir, stdout = made
+    assert f"video: {job_dir / 'final' / 'ad.mp4'}" in stdout
+    assert "15.00 s, 1080x1920, 24 fps" in stdout
+    for stage in ("storyboard", "scene_001", "scene_005", "final_video"):
+        assert stage in stdout
+    assert "image by builtin, motion by kenburns" in stdout
+
+
+def test_mp4_matches_the_product_spec(made):
+    _, job_dir, _ = made
+    info = probe(job_dir / "final" / "ad.mp4")
+    plan = Storyboard.model_validate_json((job_dir / "storyboard.json").read_text())
+    assert (info.codec, info.pix_fmt, info.width, info.height) == ("h264", "yuv420p", 1080, 1920)
+    assert info.fps == 24 and info.frames == 360
+    assert abs(info.duration - plan.duration_seconds) <= 1 / 24
+    assert 5e6 <= info.bit_rate <= 10e6, info.bit_rate
+    with av.open(str(job_dir / "final" / "thumbnail.jpg")) as thumb:
+        assert (thumb.streams.video[0].width, thumb.streams.video[0].height) == (1080, 1920)
+
+
+def test_text_is_on_screen_inside_the_safe_area(made):
+    _, job_dir, _ = made
+    motion_meta = json.loads((job_dir / "scenes" / "scene_001" / "motion.json").read_text())
+    assert motion_meta["engine"] == "kenburns"
+    frame = frames_at(job_dir / "final" / "ad.mp4", {40})[40]
+    box = frame[560:700, SAFE_AREA.left:SAFE_AREA.right]
+    white = (box.min(axis=2) > 225).mean()
+    assert white > 0.03, "white copy should cover part of the text plate"
+    outside = np.concatenate([frame[:SAFE_AREA.top].reshape(-1, 3), frame[SAFE_AREA.bottom + 40:].reshape(-1, 3)])
+    assert (outside.min(axis=1) > 245).mean() < 0.01, "no white type outside the safe area"
+
+
+def test_scene_moves_and_crossfade_mixes(made):
+    _, job_dir, _ = made
+    video = job_dir / "final" / "ad.mp4"
+    # scene_001 is frames 0-71, scene_002 72-143; the crossfade is centred on frame 72.
+    f = frames_at(video, {6, 60, 66, 72, 78}).copy()
+    moved = np.abs(f[6].astype(int) - f[60].astype(int)).mean()
+    assert moved > 2, "Ken Burns must move the picture within a scene"
+    a, mid, b = (f[i][1400:1900].astype(float) for i in (66, 72, 78))
+    # The middle frame of the fade is close to the average of its neighbours on either side.
+    assert np.abs(mid - (a + b) / 2).mean() < np.abs(a - b).mean() / 3
+
+
+def test_runs_are_on_the_dagster_instance(made):
+    home, _, _ = made
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(tags={"sparklio/job_id": JOB}))
+        assert len(runs) == 7  # storyboard + 5 scenes + final video
+        assert all(r.is_success for r in runs)
+        assert instance.has_dynamic_partition("jobs", JOB)
+
+
+def test_remake_one_scene_keeps_the_others(made):
+    home, job_dir, _ = made
+    video = job_dir / "final" / "ad.mp4"
+    before = frames_at(video, {10, 200})
+    untouched = {p: (sha(p), p.stat().st_mtime_ns) for p in (job_dir / "scenes").glob("scene_00[!3]/*")}
+    plan_path = job_dir / "storyboard.json"
+    plan = json.loads(plan_path.read_text())
+    plan["scenes"][2]["onscreen_text"] = "새 카피: 100% \"verbatim\" \\ 테스트"
+    plan_path.write_text(json.dumps(plan, ensure_ascii=False))
+
+    result = sparklio("remake-scene", JOB, "scene_003", "--out", str(home), home=home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = frames_at(video, {10, 200})
+    assert np.array_equal(before[10], after[10]) or np.abs(before[10].astype(int) - after[10]).mean() < 1
+    assert np.abs(before[200].astype(int) - after[200]).mean() > 1, "scene_003 shows the new copy"
+    for path, (digest, mtime) in untouched.items():
+        assert (sha(path), path.stat().st_mtime_ns) == (digest, mtime), f"{path} was touched"
+
+
+def test_failed_rerun_keeps_the_existing_video(made):
+    home, job_dir, _ = made
+    video = job_dir / "final" / "ad.mp4"
+    digest = sha(video)
+    motion = job_dir / "scenes" / "scene_002" / "motion.json"
+    saved = motion.read_bytes()
+    motion.unlink()
+    try:
+        result = sparklio("remake-scene", JOB, "scene_003", "--out", str(home), home=home)
+    finally:
+        motion.write_bytes(saved)
+    assert result.returncode == 1
+    assert "final_video failed" in result.stderr and "scene_002" in result.stderr
+    assert sha(video) == digest
+    assert not list(job_dir.rglob("*.part*")), "no half-written files left behind"
+
+
+def test_unknown_scene_is_named(made):
+    home, _, _ = made
+    result = sparklio("remake-scene", JOB, "scene_009", "--out", str(home), home=home)
+    assert result.returncode == 1
+    assert "scene_009 does not exist" in result.stderr
+
+
+def test_bad_brief_is_rejected_with_the_field_and_nothing_written(tmp_path):
+    brief = json.loads((DATA / "demo_brief.json").read_text())
+    brief["duration"] = 90
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(brief))
+    out = tmp_path / "out"
+    result = sparklio("generate", str(path), "--out", str(out), home=out)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: brief.duration:")
+    assert "60" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_definitions_validate():
+    result = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
+                             "-m", "sparklio_assets.definitions"], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
