@@ -36,6 +36,7 @@ class Box:
 
 
 SAFE_AREA = Box(left=80, top=240, right=960, bottom=1480)
+SAFE_CENTER_X = (SAFE_AREA.left + SAFE_AREA.right) // 2
 HEADLINE_TOP = 560  # copy sits in the upper-middle of the safe area, where the eye lands first
 TEXT_PLATE_ALPHA = 178
 
@@ -93,13 +94,13 @@ def _text_block(layer: Image.Image, text: str, top: int, plate: tuple[int, int, 
     line_h = int((ascent + descent) * 1.12)
     widths = [face.getlength(line) for line in lines]
     block_w = int(max(widths, default=0)) + 2 * pad_x
-    box = Box(left=WIDTH // 2 - block_w // 2, top=top, right=WIDTH // 2 + (block_w + 1) // 2,
+    box = Box(left=SAFE_CENTER_X - block_w // 2, top=top, right=SAFE_CENTER_X + (block_w + 1) // 2,
               bottom=top + line_h * len(lines) + 2 * pad_y)
     draw = ImageDraw.Draw(layer)
     _plate(draw, box, plate, TEXT_PLATE_ALPHA, radius=28)
     y = top + pad_y
     for line, w in zip(lines, widths):
-        x = WIDTH / 2 - w / 2
+        x = SAFE_CENTER_X - w / 2
         draw.text((x + 2, y + 3), line, font=face, fill=(0, 0, 0, 140))  # soft drop shadow
         draw.text((x, y), line, font=face, fill=(255, 255, 255, 255))
         y += line_h
@@ -147,7 +148,7 @@ def render_overlay(scene: Scene, brand: BrandKit, product: str, language: str) -
         layout.text_boxes.append(_text_block(layer, product, HEADLINE_TOP, plate, 76, 48, 2))
         label = scene.onscreen_text or brand.cta_default or ("지금 확인하기" if language == "ko" else "Learn more")
         face, lines = fit(label, SAFE_AREA.width - 140, 1, 70, 40)
-        layout.cta_box = _pill(layer, " ".join(lines), face.size, accent, 250, "mt", WIDTH // 2, 1310)
+        layout.cta_box = _pill(layer, " ".join(lines), face.size, accent, 250, "mt", SAFE_CENTER_X, 1310)
     elif scene.onscreen_text:
         layout.text_boxes.append(_text_block(layer, scene.onscreen_text, HEADLINE_TOP, plate, 88, 52, 3))
 
@@ -156,7 +157,7 @@ def render_overlay(scene: Scene, brand: BrandKit, product: str, language: str) -
         if "logo_bottom_right" in scene.brand_elements:
             layout.logo_box = _pill(layer, logo, 34, plate, 200, "rb", SAFE_AREA.right, SAFE_AREA.bottom)
         else:
-            layout.logo_box = _pill(layer, logo, 40, plate, 200, "mt", WIDTH // 2, SAFE_AREA.top + 40)
+            layout.logo_box = _pill(layer, logo, 40, plate, 200, "mt", SAFE_CENTER_X, SAFE_AREA.top + 40)
 
     if "certification_badge" in scene.brand_elements:
         layout.badge_box = _badge(layer, "품질 약속" if language == "ko" else "QUALITY", accent)

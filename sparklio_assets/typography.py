@@ -9,7 +9,7 @@ escaping and reach the frame verbatim.
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 
 from PIL import ImageFont
@@ -18,7 +18,10 @@ WEIGHTS = {"regular": "NanumGothic.ttf", "bold": "NanumGothicBold.ttf", "extrabo
 
 
 def font_path(weight: str = "extrabold") -> Path:
-    path = Path(str(files("koreanize_matplotlib") / "fonts" / WEIGHTS[weight]))
+    spec = find_spec("koreanize_matplotlib")  # locate the wheel without importing matplotlib
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the Hangul font package koreanize-matplotlib is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "fonts" / WEIGHTS[weight]
     if not path.is_file():
         raise FileNotFoundError(f"Hangul font {path} is missing: reinstall koreanize-matplotlib")
     return path
