@@ -25,6 +25,8 @@ from .models import JobSpec, KeyImageRecord, MotionRecord, VideoRecord
 from .partitions import JOBS, scene_key
 
 JOB_TAG = "sparklio/job_id"
+# Warnings and errors from in-process runs reach the terminal; the rest is in the run's event log.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class PipelineError(RuntimeError):
@@ -61,7 +63,8 @@ def create_job(spec: JobSpec, instance: DagsterInstance, store: ArtifactStore) -
 def _execute(defs: Definitions, job_name: str, partition_key: str, instance: DagsterInstance, job_id: str,
              stage: str) -> str:
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, tags={JOB_TAG: job_id}, raise_on_error=False)
+        instance=instance, partition_key=partition_key, tags={JOB_TAG: job_id}, run_config=QUIET,
+        raise_on_error=False)
     if not result.success:
         failures = result.get_step_failure_events()
         reason = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
