@@ -95,8 +95,10 @@ class _LoadedScene:
             if image is None:
                 raise FileNotFoundError(f"key image {spec.motion.image_path} is missing or unreadable")
             scene.image = cover(image)
+            # The glow is a soft, slightly lifted copy of the picture: blending toward it blooms
+            # the highlights without washing out a light background.
             small = cv2.resize(scene.image, (WIDTH // 4, HEIGHT // 4), interpolation=cv2.INTER_AREA)
-            bloom = cv2.GaussianBlur(cv2.convertScaleAbs(small, alpha=1.25, beta=20), (0, 0), 9)
+            bloom = cv2.GaussianBlur(cv2.convertScaleAbs(small, alpha=1.08, beta=14), (0, 0), 7)
             scene.glow = cv2.resize(bloom, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
         return scene
 
@@ -114,7 +116,8 @@ class _LoadedScene:
         p = pose(spec.motion.motion_style, local / max(1, spec.frames - 1), spec.frames / spec.motion.fps)
         source = self.image
         if p.glow > 0.01:
-            source = cv2.addWeighted(self.image, 1.0, self.glow, 0.55 * p.glow, 0)
+            strength = 0.45 * p.glow
+            source = cv2.addWeighted(self.image, 1 - strength, self.glow, strength, 0)
         return cv2.warpAffine(source, affine(p, WIDTH, HEIGHT), (WIDTH, HEIGHT),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
