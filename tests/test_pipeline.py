@@ -166,3 +166,60 @@ def test_definitions_validate():
                              "-m", "sparklio_assets.definitions"], capture_output=True, text=True, timeout=120,
                             cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
+    """What a user does in the UI: launch scene_job for one (job, scene) cell, then final_video_job,
+    against `dagster dev` (webserver + daemon, queued runs in subprocesses)."""
+    import time
+
+    import httpx
+    from dagster_graphql import DagsterGraphQLClient
+
+    home, job_dir, _ = made
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home / "dagster"), "SPARKLIO_HOME": str(home)}
+    dev = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "dagster dev did not come up"
+            time.sleep(1)
+
+        key_image = job_dir / "scenes" / "scene_004" / "key.png"
+        other = job_dir / "scenes" / "scene_001" / "key.png"
+        before = (key_image.stat().st_mtime_ns, other.stat().st_mtime_ns)
+        for job_name, tags in (
+            ("scene_job", {"dagster/partition": f"{JOB}|scene_004", "dagster/partition/job": JOB,
+                           "dagster/partition/scene": "scene_004"}),
+            ("final_video_job", {"dagster/partition": JOB}),
+        ):
+            run_id = client.submit_job_execution(job_name, repository_location_name="sparklio", tags=tags)
+            while (status := client.get_run_status(run_id).value) not in ("SUCCESS", "FAILURE", "CANCELED"):
+                assert time.monotonic() < deadline + 240, f"{job_name} still {status}"
+                time.sleep(1)
+            assert status == "SUCCESS", f"{job_name} ended {status}"
+        assert key_image.stat().st_mtime_ns > before[0], "the chosen scene was re-made"
+        assert other.stat().st_mtime_ns == before[1], "the other scenes were not"
+        assert probe(job_dir / "final" / "ad.mp4").frames == 360
+    finally:
+        import signal
+
+        os.killpg(dev.pid, signal.SIGTERM)
+        dev.wait(30)
