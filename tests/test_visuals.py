@@ -133,3 +133,12 @@ def test_renderer_length_motion_and_crossfade(tmp_path):
     mid = frames[48][100, 100].astype(int)  # centre of the 12-frame crossfade
     assert abs(mid[0] - 100) < 15 and abs(mid[2] - 100) < 15, mid
     assert frames[30][100, 100].tolist() == [0, 0, 200] and frames[60][100, 100].tolist() == [200, 0, 0]
+
+
+def test_the_specs_own_storyboard_validates():
+    """The example in spec section 3.1, byte for byte, is a valid Storyboard."""
+    raw = json.loads((Path(__file__).parent / "data" / "spec_storyboard.json").read_text())
+    plan = Storyboard.model_validate(raw)
+    assert [s.purpose for s in plan.scenes][0] == "Hook / Attention"
+    assert plan.metadata.estimated_cost == "$0.50"
+    assert plan.scenes[3].brand_elements == ["certification_badge"]
