@@ -60,3 +60,8 @@ def read_job(store: ArtifactStore, job_id: str) -> JobSpec:
 
 def read_storyboard(store: ArtifactStore, job_id: str) -> Storyboard:
     return store.read(storyboard_path(store, job_id), Storyboard)
+
+
+def checks_path(store: ArtifactStore, job_id: str) -> Path:
+    """The quality checks of the job's final video (spec 7), for the API: written by checks.py."""
+    return store.final_dir(job_id) / "checks.json"

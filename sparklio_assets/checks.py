@@ -1,0 +1,342 @@
+"""Quality checks on `final_video` (spec 7): what the finished MP4 really is, measured from the file.
+
+    duration        within one frame (1/24 s) of the storyboard's duration
+    resolution      1080x1920 (9:16)
+    fps             24
+    bitrate         5-10 Mbps
+    brand_palette   the brand's colours appear in sampled frames, each within ±5% per RGB channel
+    logo_placement  the logo is found (template match of the brand's logo pill) in every scene whose
+                    storyboard asks for it, where it asks for it (logo_bottom_right → bottom-right of
+                    the safe area; logo → anywhere inside the safe area)
+    text_contrast   on-screen copy against its plate: WCAG contrast ratio ≥ 4.5:1 for more than 90%
+                    of the text blocks (spec 7.2 "text readability > 90%")
+
+Frames are sampled once per scene, at 60% of its length (copy fully faded in, away from the
+crossfades), and scaled to the 1080x1920 design grid so a wrong-sized video is still measured.
+
+One step evaluates all seven (the video is decoded once) and yields one AssetCheckResult each, with
+the measurements as metadata, so a failing check shows in the Dagster UI with its numbers. The same
+results go to `final/checks.json` beside the video (`layout.checks_path`) for the API.
+"""
+
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    MetadataValue,
+    multi_asset_check,
+)
+
+from resources.artifacts import ArtifactStore, atomic_path
+
+from . import layout
+from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
+from .overlay import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box, contrast, hex_rgb, render_overlay
+from .partitions import JOBS
+from .planner import language_of
+from .video_probe import VideoInfo, probe
+
+BITRATE_RANGE = (5_000_000, 10_000_000)
+PALETTE_TOLERANCE = 0.05  # ±5% of full scale, per channel
+PALETTE_MIN_COVERAGE = 0.002  # a colour is "present" on ≥ 0.2% of the sampled pixels
+LOGO_MIN_SCORE = 0.6  # normalised cross-correlation of the logo pill template
+WCAG_AA = 4.5
+READABLE_SHARE = 0.9
+SAMPLE_AT = 0.6
+
+# name → (description, severity of a failure)
+CHECKS: dict[str, tuple[str, AssetCheckSeverity]] = {
+    "duration": ("Duration within one frame of the storyboard's duration.", AssetCheckSeverity.ERROR),
+    "resolution": ("1080x1920 (9:16).", AssetCheckSeverity.ERROR),
+    "fps": (f"{FPS} frames per second.", AssetCheckSeverity.ERROR),
+    "bitrate": ("Video bitrate 5-10 Mbps.", AssetCheckSeverity.ERROR),
+    "brand_palette": ("The brand colours appear in sampled frames within ±5% (spec 7.1).", AssetCheckSeverity.WARN),
+    "logo_placement": ("The logo is where the storyboard puts it, in every scene that asks for it (spec 7.2).",
+                       AssetCheckSeverity.ERROR),
+    "text_contrast": ("On-screen copy reaches WCAG 4.5:1 against its plate in > 90% of text blocks (spec 7.2).",
+                      AssetCheckSeverity.ERROR),
+}
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    summary: str
+    details: dict = field(default_factory=dict)
+
+    @property
+    def severity(self) -> AssetCheckSeverity:
+        return CHECKS[self.name][1]
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def scene_sample_frames(plan: Storyboard) -> dict[str, int]:
+    """scene id → the frame index sampled for it."""
+    out, start = {}, 0
+    for scene in plan.scenes:
+        out[scene.id] = start + int(scene.frames * SAMPLE_AT)
+        start += scene.frames
+    return out
+
+
+def decode_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
+    """RGB frames at the given indices, scaled to the 1080x1920 design grid."""
+    frames: dict[int, np.ndarray] = {}
+    if not indices:
+        return frames
+    last = max(indices)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for i, frame in enumerate(container.decode(stream)):
+            if i in indices:
+                rgb = frame.to_ndarray(format="rgb24")
+                if rgb.shape[:2] != (HEIGHT, WIDTH):
+                    rgb = cv2.resize(rgb, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+                frames[i] = rgb
+            if i >= last:
+                break
+    return frames
+
+
+def palette_coverage(frames: list[np.ndarray], colors: list[str]) -> dict[str, float]:
+    """Share of sampled pixels within ±5% (per channel) of each brand colour."""
+    tol = PALETTE_TOLERANCE * 255
+    out = {}
+    for color in colors:
+        rgb = np.array(hex_rgb(color), np.int16)
+        hits = sum(int((np.abs(f[::2, ::2].astype(np.int16) - rgb).max(axis=2) <= tol).sum()) for f in frames)
+        total = sum(f[::2, ::2].shape[0] * f[::2, ::2].shape[1] for f in frames)
+        out[color] = round(hits / total, 5) if total else 0.0
+    return out
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def logo_template(scene: Scene, brand: BrandKit, product: str, language: str) -> tuple[np.ndarray, Box] | None:
+    """The logo pill exactly as the overlay draws it for this scene, and its box. The pill is
+    translucent, so it is laid over mid grey: the glyphs and the plate's edge carry the match."""
+    only_logo = [e for e in scene.brand_elements if e in ("logo_bottom_right", "logo")][:1]
+    if not only_logo:
+        return None
+    bare = scene.model_copy(update={"onscreen_text": "", "brand_elements": only_logo})
+    layer, placed = render_overlay(bare, brand, product, language)
+    box = placed.logo_box
+    if box is None:
+        return None
+    crop = np.asarray(layer.crop((box.left, box.top, box.right, box.bottom)), np.float32)
+    alpha = crop[:, :, 3:4] / 255.0
+    rgb = crop[:, :, :3] * alpha + 128.0 * (1 - alpha)
+    return _gray(rgb.astype(np.uint8)), box
+
+
+def expected_logo_region(elements: list[str]) -> Box:
+    if "logo_bottom_right" in elements:
+        return Box(SAFE_CENTER_X, SAFE_AREA.top + (SAFE_AREA.bottom - SAFE_AREA.top) * 3 // 4,
+                   SAFE_AREA.right, SAFE_AREA.bottom)
+    return SAFE_AREA
+
+
+def find_logo(frame: np.ndarray, template: np.ndarray) -> tuple[float, Box]:
+    """Best match of the template in the frame (at half size, for speed): score and where."""
+    small = cv2.resize(_gray(frame), (WIDTH // 2, HEIGHT // 2), interpolation=cv2.INTER_AREA)
+    th, tw = template.shape
+    tmpl = cv2.resize(template, (max(1, tw // 2), max(1, th // 2)), interpolation=cv2.INTER_AREA)
+    scores = cv2.matchTemplate(small, tmpl, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (x, y) = cv2.minMaxLoc(scores)
+    return float(best), Box(2 * x, 2 * y, 2 * x + tw, 2 * y + th)
+
+
+def text_block_contrast(frame: np.ndarray, box: Box) -> float:
+    """WCAG contrast between the copy (brightest pixels in the block) and its plate (the median)."""
+    inset = 10
+    region = frame[box.top + inset:box.bottom - inset, box.left + inset:box.right - inset].reshape(-1, 3)
+    if len(region) < 100:
+        return 1.0
+    lum = region.astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    order = np.argsort(lum)
+    text = region[order[int(len(order) * 0.98):]].mean(axis=0)
+    mid = len(order) // 2
+    plate = region[order[int(mid * 0.6):int(mid * 1.2)]].mean(axis=0)
+    return round(contrast(tuple(int(v) for v in text), tuple(int(v) for v in plate)), 2)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def inspect_video(store: ArtifactStore, job_id: str) -> list[CheckOutcome]:
+    """All seven checks for one job's current final video."""
+    job: JobSpec = layout.read_job(store, job_id)
+    plan: Storyboard = layout.read_storyboard(store, job_id)
+    path = layout.video_path(store, job_id)
+    info = probe(path)
+    samples = scene_sample_frames(plan)
+    frames = decode_frames(path, set(samples.values()))
+    return [
+        _duration(info, plan),
+        _resolution(info),
+        _fps(info),
+        _bitrate(info),
+        _palette(frames, job.brand_kit),
+        _logo(frames, samples, plan, job),
+        _text(frames, samples, plan, job),
+    ]
+
+
+def _duration(info: VideoInfo, plan: Storyboard) -> CheckOutcome:
+    off = info.duration - plan.duration_seconds
+    ok = abs(off) <= FRAME + 1e-6
+    return CheckOutcome("duration", ok, f"{info.duration:.3f} s vs storyboard {plan.duration_seconds:g} s "
+                                        f"({off * FPS:+.2f} frames; limit ±1)",
+                        {"duration": info.duration, "storyboard_duration": plan.duration_seconds,
+                         "frames": info.frames, "storyboard_frames": sum(s.frames for s in plan.scenes)})
+
+
+def _resolution(info: VideoInfo) -> CheckOutcome:
+    ok = (info.width, info.height) == (WIDTH, HEIGHT)
+    return CheckOutcome("resolution", ok, f"{info.width}x{info.height} (want {WIDTH}x{HEIGHT})",
+                        {"width": info.width, "height": info.height})
+
+
+def _fps(info: VideoInfo) -> CheckOutcome:
+    ok = abs(info.fps - FPS) < 0.01
+    return CheckOutcome("fps", ok, f"{info.fps:g} fps (want {FPS})", {"fps": info.fps})
+
+
+def _bitrate(info: VideoInfo) -> CheckOutcome:
+    low, high = BITRATE_RANGE
+    ok = low <= info.bit_rate <= high
+    return CheckOutcome("bitrate", ok, f"{info.bit_rate / 1e6:.2f} Mbps (want {low / 1e6:g}-{high / 1e6:g})",
+                        {"bitrate_mbps": round(info.bit_rate / 1e6, 3)})
+
+
+def _palette(frames: dict[int, np.ndarray], brand: BrandKit) -> CheckOutcome:
+    """Present = on ≥ 0.2% of sampled pixels within ±5%. Passes when the primary colour and at least
+    half of the palette are present: accents beyond the light/dark pair may rightly be unused."""
+    coverage = palette_coverage(list(frames.values()), brand.colors)
+    present = [c for c, share in coverage.items() if share >= PALETTE_MIN_COVERAGE]
+    primary = brand.colors[0]
+    ok = bool(frames) and primary in present and len(present) >= math.ceil(len(brand.colors) / 2)
+    missing = [c for c in brand.colors if c not in present]
+    summary = (f"{len(present)}/{len(brand.colors)} brand colours present within ±5%"
+               + (f"; missing {', '.join(missing)}" if missing else ""))
+    return CheckOutcome("brand_palette", ok, summary,
+                        {"coverage": coverage, "min_coverage": PALETTE_MIN_COVERAGE,
+                         "tolerance": PALETTE_TOLERANCE, "frames_sampled": len(frames)})
+
+
+def _logo(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboard, job: JobSpec) -> CheckOutcome:
+    language = language_of(job.brief)
+    scenes, problems = {}, []
+    for scene in plan.scenes:
+        made = logo_template(scene, job.brand_kit, job.brief.product, language)
+        if made is None:
+            continue
+        template, designed = made
+        want = expected_logo_region(scene.brand_elements)
+        where = "bottom_right" if "logo_bottom_right" in scene.brand_elements else "safe_area"
+        frame = frames.get(samples[scene.id])
+        if frame is None:
+            scenes[scene.id] = {"expected": where, "found": False, "reason": "frame missing from the video"}
+            problems.append(f"{scene.id}: frame {samples[scene.id]} is missing from the video")
+            continue
+        score, found = find_logo(frame, template)
+        inside = want.contains(Box(found.left + 4, found.top + 4, found.right - 4, found.bottom - 4))
+        scenes[scene.id] = {"expected": where, "score": round(score, 3), "found_at": [found.left, found.top],
+                            "designed_at": [designed.left, designed.top], "in_region": inside}
+        if score < LOGO_MIN_SCORE:
+            problems.append(f"{scene.id}: logo not found (match {score:.2f} < {LOGO_MIN_SCORE})")
+        elif not inside:
+            problems.append(f"{scene.id}: logo found at ({found.left}, {found.top}), not in the {where} region")
+    ok = not problems and bool(frames)
+    summary = "; ".join(problems) if problems else f"logo found where the storyboard says in {len(scenes)} scene(s)"
+    return CheckOutcome("logo_placement", ok, summary, {"scenes": scenes, "min_score": LOGO_MIN_SCORE})
+
+
+def _text(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboard, job: JobSpec) -> CheckOutcome:
+    language = language_of(job.brief)
+    blocks = []
+    for scene in plan.scenes:
+        _, placed = render_overlay(scene, job.brand_kit, job.brief.product, language)
+        frame = frames.get(samples[scene.id])
+        for kind, box in [("copy", b) for b in placed.text_boxes] + ([("cta", placed.cta_box)] if placed.cta_box else []):
+            ratio = text_block_contrast(frame, box) if frame is not None else 1.0
+            blocks.append({"scene": scene.id, "kind": kind, "ratio": ratio, "readable": ratio >= WCAG_AA})
+    readable = sum(b["readable"] for b in blocks)
+    share = readable / len(blocks) if blocks else 1.0
+    ok = share > READABLE_SHARE or (blocks and readable == len(blocks)) or not blocks
+    worst = min(blocks, key=lambda b: b["ratio"]) if blocks else None
+    summary = (f"{readable}/{len(blocks)} text blocks ≥ {WCAG_AA}:1"
+               + (f"; lowest {worst['ratio']}:1 ({worst['scene']} {worst['kind']})" if worst else ""))
+    return CheckOutcome("text_contrast", bool(ok), summary,
+                        {"blocks": blocks, "readable_share": round(share, 3), "min_ratio": WCAG_AA})
+
+
+# ---------------------------------------------------------------- the report for the API
+
+
+def write_report(store: ArtifactStore, job_id: str, outcomes: list[CheckOutcome]) -> Path:
+    path = layout.checks_path(store, job_id)
+    report = {
+        "job_id": job_id,
+        "checked_at": datetime.now(timezone.utc).isoformat(),
+        "video_path": str(layout.video_path(store, job_id)),
+        "passed": all(o.passed for o in outcomes),
+        "failed": [o.name for o in outcomes if not o.passed],
+        "checks": [{**asdict(o), "severity": o.severity.value} for o in outcomes],
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def read_report(store: ArtifactStore, job_id: str) -> dict | None:
+    """The last checks of the job's video, or None when they have not run yet."""
+    path = layout.checks_path(store, job_id)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# ---------------------------------------------------------------- Dagster
+
+with warnings.catch_warnings():  # partitioned check specs are a preview feature in 1.13
+    warnings.simplefilter("ignore")
+    SPECS = [AssetCheckSpec(name, asset="final_video", description=description, partitions_def=JOBS)
+             for name, (description, _) in CHECKS.items()]
+
+
+@multi_asset_check(specs=SPECS, name="final_video_quality", compute_kind="python",
+                   description="Spec 7 quality checks of the finished MP4 (one decode, seven results).")
+def final_video_quality(context: AssetCheckExecutionContext, store: ArtifactStore):
+    job_id = context.partition_key
+    outcomes = inspect_video(store, job_id)
+    report = write_report(store, job_id, outcomes)
+    failed = [o.name for o in outcomes if not o.passed]
+    (context.log.warning if failed else context.log.info)(
+        f"job {job_id}: {len(outcomes) - len(failed)}/{len(outcomes)} checks passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "") + f" (report {report})")
+    for outcome in outcomes:
+        yield AssetCheckResult(
+            asset_key="final_video", check_name=outcome.name, passed=outcome.passed, severity=outcome.severity,
+            description=outcome.summary,
+            metadata={"summary": outcome.summary, "details": MetadataValue.json(outcome.details),
+                      "report": MetadataValue.path(str(report))})
+
+
+ASSET_CHECKS = [final_video_quality]
