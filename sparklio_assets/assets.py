@@ -40,6 +40,9 @@ from .video_probe import probe
 
 # Spec 8.1: generation steps get 3 tries with exponential backoff.
 GENERATION_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL)
+# With the Celery executor (SPARKLIO_EXECUTOR=celery) these steps go to the `gpu` queue, served by
+# workers on GPU machines; every other step goes to the default `dagster` queue.
+GPU_QUEUE = {"dagster-celery/queue": "gpu"}
 
 
 def image_markdown(image: Image.Image, width: int = 270, caption: str = "") -> MetadataValue:
@@ -87,7 +90,7 @@ def storyboard(context: AssetExecutionContext, store: ArtifactStore) -> Material
 
 
 @asset(partitions_def=SCENES, deps=[storyboard], group_name="ad", pool="gpu", kinds={"python"},
-       retry_policy=GENERATION_RETRY,
+       retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
        description="The scene's 1080x1920 key image (built-in engine, or ComfyUI when configured).")
 def scene_key_image(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
     job, plan, scene_id = _scene_context(context, store)
@@ -111,7 +114,7 @@ def scene_key_image(context: AssetExecutionContext, store: ArtifactStore) -> Mat
 
 
 @asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool="gpu", kinds={"python"},
-       retry_policy=GENERATION_RETRY,
+       retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
        description="How the scene moves (Ken Burns or an AnimateDiff clip) and its overlay of copy and brand elements.")
 def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
     job, plan, scene_id = _scene_context(context, store)
