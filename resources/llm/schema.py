@@ -1,0 +1,232 @@
+"""What the models are asked to return, and how their answers become a valid `Storyboard`.
+
+Each role has a pydantic model (the validation that counts) and a hand-written JSON schema sent on
+the wire (Ollama `format`, OpenAI `response_format` json_schema strict, Anthropic tool
+`input_schema`). The wire schemas stay inside the subset all three accept in strict mode: every
+property required, `additionalProperties: false`, enums, no length or number limits. The limits
+live in the pydantic models and in the field descriptions; a violation goes back to the model once
+as a repair prompt. `tests/test_llm.py` checks that wire schema and model agree.
+
+The model never writes what we can compute: scene ids, the title, exact frame-accurate durations
+and the brand colours are set here, after the model, so those invariants hold by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from sparklio_assets.models import (
+    FPS,
+    MAX_SCENES,
+    ONSCREEN_TEXT_MAX,
+    PURPOSES,
+    BrandElement,
+    BrandKit,
+    Brief,
+    MotionStyle,
+    Scene,
+    Storyboard,
+    StoryboardMetadata,
+)
+from sparklio_assets.planner import split_frames
+
+Purpose = Literal[PURPOSES]  # type: ignore[valid-type]
+# The moods the built-in planner uses too, so downstream (music, UI) only ever sees these.
+BgmMood = Literal["calm_inspiring", "upbeat_energetic", "upbeat_playful", "elegant_minimal"]
+MOTION_STYLES: tuple[str, ...] = get_args(MotionStyle)
+BRAND_ELEMENTS: tuple[str, ...] = get_args(BrandElement)
+BGM_MOODS: tuple[str, ...] = get_args(BgmMood)
+NARRATION_MAX = 200
+IMAGE_PROMPT_MAX = 500
+# How far the model's scene lengths may miss the requested duration before we ask it again
+# (within it, they are rescaled to the exact duration in whole frames).
+DURATION_TOLERANCE = 0.15
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# ---- role "usp": hard branding / USP extraction (GPT-4o class) ----
+
+class BrandStrategy(_Out):
+    usp: str = Field(min_length=1, max_length=200)
+    key_benefits: list[str] = Field(max_length=5)
+    proof_points: list[str] = Field(max_length=5)
+    brand_voice: str = Field(max_length=200)
+    cta: str = Field(max_length=ONSCREEN_TEXT_MAX)
+
+    @field_validator("key_benefits", "proof_points")
+    @classmethod
+    def _short_items(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if len(item) > 120:
+                raise ValueError(f"each item must be at most 120 characters, got {len(item)}: {item[:40]!r}...")
+        return [item.strip() for item in value if item.strip()]
+
+
+# ---- role "draft": the scene plan (Qwen local, or a cloud model as fallback) ----
+
+class DraftScene(_Out):
+    purpose: Purpose
+    duration_seconds: float = Field(ge=1, le=30)
+    narration: str = Field(max_length=NARRATION_MAX)
+    onscreen_text: str = Field(max_length=ONSCREEN_TEXT_MAX)
+    image_prompt: str = Field(min_length=1, max_length=IMAGE_PROMPT_MAX)
+    motion_style: MotionStyle
+    brand_elements: list[BrandElement] = Field(max_length=len(BRAND_ELEMENTS))
+
+
+class DraftStoryboard(_Out):
+    """Validate with `context={"duration": <brief seconds>}` to check the time budget."""
+
+    bgm_mood: BgmMood
+    scenes: list[DraftScene] = Field(min_length=2, max_length=MAX_SCENES)
+
+    @model_validator(mode="after")
+    def _fits_the_brief(self, info: ValidationInfo) -> DraftStoryboard:
+        if not any(s.purpose == "CTA" for s in self.scenes):
+            raise ValueError("scenes: the last scene must have purpose 'CTA' (there is no CTA scene)")
+        duration = (info.context or {}).get("duration")
+        if duration:
+            if len(self.scenes) > duration:
+                raise ValueError(f"scenes: {len(self.scenes)} scenes do not fit {duration} s (each needs at least 1 s)")
+            total = sum(s.duration_seconds for s in self.scenes)
+            if abs(total - duration) > max(1.0, DURATION_TOLERANCE * duration):
+                raise ValueError(f"scenes: duration_seconds add up to {total:g} s but the ad is {duration} s long; "
+                                 f"make them add up to exactly {duration}")
+        return self
+
+
+# ---- role "refine": copy refinement (Claude Sonnet class) ----
+
+class RefinedCopy(_Out):
+    scene_id: str
+    narration: str = Field(max_length=NARRATION_MAX)
+    onscreen_text: str = Field(max_length=ONSCREEN_TEXT_MAX)
+
+
+class CopyRefinement(_Out):
+    """Validate with `context={"scene_ids": [...]}`: one entry per scene, same ids, same order."""
+
+    scenes: list[RefinedCopy] = Field(min_length=1, max_length=MAX_SCENES)
+
+    @model_validator(mode="after")
+    def _same_scenes(self, info: ValidationInfo) -> CopyRefinement:
+        expected = (info.context or {}).get("scene_ids")
+        got = [s.scene_id for s in self.scenes]
+        if expected is not None and got != list(expected):
+            raise ValueError(f"scenes: must be exactly {list(expected)} in this order, got {got}")
+        return self
+
+
+# ---- wire schemas ----
+
+def _string(description: str, enum: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "string", "description": description}
+    if enum is not None:
+        out["enum"] = list(enum)
+    return out
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+def strategy_schema() -> dict[str, Any]:
+    items = {"type": "string", "description": "at most 120 characters"}
+    return _object({
+        "usp": _string("the single most compelling, specific reason to choose this product; at most 200 characters"),
+        "key_benefits": {"type": "array", "items": items, "description": "up to 5 concrete benefits"},
+        "proof_points": {"type": "array", "items": items,
+                         "description": "up to 5 facts stated in the brief or brand kit; empty if none are given"},
+        "brand_voice": _string("how the copy should sound, in a sentence; at most 200 characters"),
+        "cta": _string(f"call to action in the brief's language; at most {ONSCREEN_TEXT_MAX} characters"),
+    })
+
+
+def draft_schema() -> dict[str, Any]:
+    scene = _object({
+        "purpose": _string("the scene's act; the first scene is the hook, the last is CTA", PURPOSES),
+        "duration_seconds": {"type": "number", "description": "at least 1; all scenes add up to the ad's duration"},
+        "narration": _string(f"voice-over line in the brief's language; at most {NARRATION_MAX} characters; "
+                             "may be empty"),
+        "onscreen_text": _string(f"large on-screen copy in the brief's language; at most {ONSCREEN_TEXT_MAX} "
+                                 "characters"),
+        "image_prompt": _string("English text-to-image prompt for a vertical 9:16 key image; "
+                                f"at most {IMAGE_PROMPT_MAX} characters"),
+        "motion_style": _string("camera motion", MOTION_STYLES),
+        "brand_elements": {"type": "array", "items": _string("brand element shown", BRAND_ELEMENTS),
+                           "description": "brand elements shown in this scene (may be empty)"},
+    })
+    return _object({
+        "bgm_mood": _string("background music mood", BGM_MOODS),
+        "scenes": {"type": "array", "items": scene,
+                   "description": f"2 to {MAX_SCENES} scenes in story order; the last one is the CTA"},
+    })
+
+
+def refine_schema(scene_ids: list[str]) -> dict[str, Any]:
+    item = _object({
+        "scene_id": _string("the scene this copy belongs to", scene_ids),
+        "narration": _string(f"refined voice-over line; at most {NARRATION_MAX} characters; may be empty"),
+        "onscreen_text": _string(f"refined on-screen copy; at most {ONSCREEN_TEXT_MAX} characters"),
+    })
+    return _object({"scenes": {"type": "array", "items": item,
+                               "description": "one entry per scene, same order as given"}})
+
+
+# ---- after the model: invariants by construction ----
+
+def whole_frames(seconds: list[float], total_seconds: int) -> list[int]:
+    """Frame counts proportional to `seconds` that add up exactly to total_seconds x FPS, every
+    scene at least one second; cuts land on half seconds where that keeps those rules."""
+    total = total_seconds * FPS
+    frames = split_frames(total, seconds)
+    if min(frames) >= FPS:
+        return frames
+    # Exact proportional split with a floor of one second per scene (largest remainder).
+    spare = total - FPS * len(seconds)
+    extra = [max(s - 1.0, 0.0) for s in seconds]
+    weight = sum(extra) or float(len(seconds))
+    shares = [(e if sum(extra) else 1.0) / weight * spare for e in extra]
+    base = [int(share) for share in shares]
+    order = sorted(range(len(seconds)), key=lambda i: shares[i] - base[i], reverse=True)
+    for i in order[: spare - sum(base)]:
+        base[i] += 1
+    return [FPS + b for b in base]
+
+
+def storyboard_from_draft(draft: DraftStoryboard, brief: Brief, brand: BrandKit) -> Storyboard:
+    """Scene ids scene_001.., CTA last, durations in whole frames summing to the brief's duration."""
+    scenes = list(draft.scenes)
+    if scenes[-1].purpose != "CTA":  # keep the story order, move the CTA scene(s) to the end
+        scenes = [s for s in scenes if s.purpose != "CTA"] + [s for s in scenes if s.purpose == "CTA"]
+    frames = whole_frames([s.duration_seconds for s in scenes], brief.duration)
+    return Storyboard(
+        title=f"{brief.product} - {brief.duration}s Ad",
+        duration_seconds=brief.duration,
+        scenes=[Scene(id=f"scene_{i:03d}", purpose=s.purpose, duration_seconds=n / FPS, narration=s.narration,
+                      onscreen_text=s.onscreen_text, image_prompt=s.image_prompt, motion_style=s.motion_style,
+                      brand_elements=list(dict.fromkeys(s.brand_elements)))
+                for i, (s, n) in enumerate(zip(scenes, frames), start=1)],
+        metadata=StoryboardMetadata(bgm_mood=draft.bgm_mood, brand_colors=brand.colors),
+    )
+
+
+def apply_copy(plan: Storyboard, copy: CopyRefinement) -> Storyboard:
+    """The refined narration and on-screen text, everything else unchanged."""
+    by_id = {c.scene_id: c for c in copy.scenes}
+    scenes = [s.model_copy(update={"narration": by_id[s.id].narration, "onscreen_text": by_id[s.id].onscreen_text})
+              for s in plan.scenes]
+    # Round-trip through validation so every Scene/Storyboard rule is checked again.
+    return Storyboard.model_validate(plan.model_copy(update={"scenes": scenes}).model_dump())
+
+
+def storyboard_for_refinement(plan: Storyboard) -> dict[str, Any]:
+    return {"scenes": [{"scene_id": s.id, "purpose": s.purpose, "duration_seconds": s.duration_seconds,
+                        "narration": s.narration, "onscreen_text": s.onscreen_text,
+                        "image_prompt": s.image_prompt} for s in plan.scenes]}
