@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
+from typing_extensions import Buffer  # bytes, or a C-contiguous numpy array: written without a copy
 
 
 class FFmpegError(RuntimeError):
@@ -58,9 +59,10 @@ class FFmpegRunner(ConfigurableResource):
             "-movflags", "+faststart",
         ]
 
-    def encode_i420(self, frames: Callable[[], Iterable[bytes]], width: int, height: int, fps: int,
+    def encode_i420(self, frames: Callable[[], Iterable[Buffer]], width: int, height: int, fps: int,
                     out_path: Path, log: Callable[[str], None] = lambda _: None) -> None:
-        """Encode raw I420 frames to out_path (MP4). `frames` is called once per attempt."""
+        """Encode raw I420 frames (bytes or contiguous arrays) to out_path (MP4). `frames` is
+        called once per attempt."""
         source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
         self._run_with_retries(lambda tmp: self._pipe(source + self.encoder_args(fps) + ["-f", "mp4", str(tmp)],
                                                       frames()), out_path, log)
@@ -88,7 +90,7 @@ class FFmpegRunner(ConfigurableResource):
                 tmp.unlink(missing_ok=True)
                 raise
 
-    def _pipe(self, args: list[str], frames: Iterable[bytes] | None) -> None:
+    def _pipe(self, args: list[str], frames: Iterable[Buffer] | None) -> None:
         cmd = [self.exe(), "-hide_banner", "-loglevel", "error", "-y", *(["-nostdin"] if frames is None else []), *args]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if frames is not None else subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)

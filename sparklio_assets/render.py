@@ -1,11 +1,16 @@
 """The frame renderer: scenes in, a stream of finished 1080x1920 frames out.
 
 Frames are produced one at a time and handed straight to the encoder, so memory stays flat
-whatever the ad's length (never a whole video in memory). Per frame the work is one sub-pixel
-warp of the scene's key image (or one decoded frame of a generated clip), the scene's overlay
-blended inside its bounding box only, a crossfade mix at scene boundaries and a BGR→I420
-conversion: all in OpenCV, which runs vectorised and multi-threaded outside the GIL. That keeps
-the renderer well under the H.264 encoder's own cost (see bench/render.py).
+whatever the ad's length (never a whole video in memory). Everything is composited in the
+encoder's own pixel format, planar YUV 4:2:0 (I420): the key image is converted once per scene,
+and per frame the work is one sub-pixel warp per plane (the two chroma planes are a quarter of
+the pixels, so this costs about 40% of a BGR warp), the overlay blended inside its bounding box
+only, and a crossfade mix at scene boundaries; no colour conversion per frame. All in OpenCV,
+which runs vectorised outside the GIL. That keeps the renderer a small fraction of the H.264
+encoder's own cost (see bench/render.py).
+
+Blending in YUV equals blending in RGB because the conversion is affine; the overlay's chroma is
+averaged over each 2x2 block with premultiplied alpha, as the encoder's own conversion would.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .overlay import HEIGHT, WIDTH
 
 CROSSFADE_FRAMES = 12  # 0.5 s at 24 fps
 TEXT_FADE_FRAMES = 8
+CW, CH = WIDTH // 2, HEIGHT // 2  # chroma plane size
 
 
 @dataclass
@@ -46,16 +52,46 @@ def cover(img: np.ndarray, width: int = WIDTH, height: int = HEIGHT) -> np.ndarr
     return np.ascontiguousarray(resized[y:y + height, x:x + width])
 
 
+def to_i420(bgr: np.ndarray) -> np.ndarray:
+    """A 1080x1920 BGR picture as one I420 buffer (HEIGHT*3/2 rows of WIDTH bytes)."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+
+
+def planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (HEIGHT x WIDTH), U and V (CH x CW) planes of an I420 buffer."""
+    flat = i420.reshape(-1)
+    y = flat[:WIDTH * HEIGHT].reshape(HEIGHT, WIDTH)
+    u = flat[WIDTH * HEIGHT:WIDTH * HEIGHT + CW * CH].reshape(CH, CW)
+    v = flat[WIDTH * HEIGHT + CW * CH:].reshape(CH, CW)
+    return y, u, v
+
+
+def chroma_affine(m: np.ndarray) -> np.ndarray:
+    """The frame affine for the half-resolution chroma planes. A chroma sample c sits at full
+    resolution 2c + 0.5, so the translation becomes (t + (A - I)·0.5) / 2."""
+    half = m.copy()
+    half[:, 2] = (m[:, 2] + (m[:, :2] - np.eye(2)) @ np.array([0.5, 0.5])) / 2
+    return half
+
+
+def _half(plane: np.ndarray) -> np.ndarray:
+    return cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
 @dataclass
 class _Overlay:
-    """An RGBA layer cut down to the box where it has any ink, with its blend weights ready."""
+    """An RGBA layer cut down to the (even-aligned) box where it has any ink, as YUV planes with
+    their blend weights ready: luma at full resolution, chroma per 2x2 block."""
 
     y0: int
     y1: int
     x0: int
     x1: int
-    color: np.ndarray
-    alpha: np.ndarray  # float32 0..1
+    luma: np.ndarray
+    alpha: np.ndarray  # float32 0..1, full resolution
+    u: np.ndarray
+    v: np.ndarray
+    alpha_half: np.ndarray  # float32 0..1, chroma resolution
 
     @classmethod
     def load(cls, path: Path) -> _Overlay | None:
@@ -65,22 +101,44 @@ class _Overlay:
         ys, xs = np.nonzero(rgba[:, :, 3])
         if len(ys) == 0:
             return None
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        crop = rgba[y0:y1, x0:x1]
-        return cls(y0, y1, x0, x1, np.ascontiguousarray(crop[:, :, :3]), crop[:, :, 3].astype(np.float32) / 255)
+        y0, x0 = ys.min() // 2 * 2, xs.min() // 2 * 2
+        y1, x1 = min(HEIGHT, (ys.max() + 2) // 2 * 2), min(WIDTH, (xs.max() + 2) // 2 * 2)
+        alpha = rgba[:, :, 3].astype(np.float32) / 255
+        bgr = np.ascontiguousarray(rgba[:, :, :3])
+        luma = planes(to_i420(bgr))[0]
+        # Per-pixel chroma (the I420 conversion of a 2x nearest upscale), then averaged over each
+        # 2x2 block weighted by alpha, so transparent pixels' colour never bleeds into the text.
+        doubled = cv2.resize(bgr, (WIDTH * 2, HEIGHT * 2), interpolation=cv2.INTER_NEAREST)
+        flat = cv2.cvtColor(doubled, cv2.COLOR_BGR2YUV_I420).reshape(-1)[WIDTH * HEIGHT * 4:]
+        full_u = flat[:WIDTH * HEIGHT].reshape(HEIGHT, WIDTH).astype(np.float32)
+        full_v = flat[WIDTH * HEIGHT:].reshape(HEIGHT, WIDTH).astype(np.float32)
+        alpha_half = _half(alpha)
+        safe = np.maximum(alpha_half, 1e-6)
+        u = np.clip(_half(full_u * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
+        v = np.clip(_half(full_v * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
+        h0, h1, w0, w1 = y0 // 2, y1 // 2, x0 // 2, x1 // 2
+        return cls(y0, y1, x0, x1, np.ascontiguousarray(luma[y0:y1, x0:x1]), alpha[y0:y1, x0:x1].copy(),
+                   u[h0:h1, w0:w1].copy(), v[h0:h1, w0:w1].copy(), alpha_half[h0:h1, w0:w1].copy())
 
     def apply(self, frame: np.ndarray, strength: float) -> None:
-        fg = self.alpha * strength if strength < 1 else self.alpha
-        roi = frame[self.y0:self.y1, self.x0:self.x1]
-        frame[self.y0:self.y1, self.x0:self.x1] = cv2.blendLinear(self.color, roi, fg, 1 - fg)
+        """Blend into an I420 frame in place, `strength` 0..1 (the copy's fade-in)."""
+        y, u, v = planes(frame)
+        full = self.alpha * strength if strength < 1 else self.alpha
+        half = self.alpha_half * strength if strength < 1 else self.alpha_half
+        roi = y[self.y0:self.y1, self.x0:self.x1]
+        roi[:] = cv2.blendLinear(self.luma, roi, full, 1 - full)
+        h0, h1, w0, w1 = self.y0 // 2, self.y1 // 2, self.x0 // 2, self.x1 // 2
+        for plane, color in ((u, self.u), (v, self.v)):
+            roi = plane[h0:h1, w0:w1]
+            roi[:] = cv2.blendLinear(color, roi, half, 1 - half)
 
 
 @dataclass
 class _LoadedScene:
     spec: SceneInput
     overlay: _Overlay | None
-    image: np.ndarray | None = None
-    glow: np.ndarray | None = None
+    image: np.ndarray | None = None  # I420
+    glow: np.ndarray | None = None  # I420
     clip: Iterator[np.ndarray] | None = None
     clip_index: int = -1
     clip_frame: np.ndarray | None = None
@@ -94,16 +152,17 @@ class _LoadedScene:
             image = cv2.imread(spec.motion.image_path, cv2.IMREAD_COLOR)
             if image is None:
                 raise FileNotFoundError(f"key image {spec.motion.image_path} is missing or unreadable")
-            scene.image = cover(image)
+            image = cover(image)
+            scene.image = to_i420(image)
             # The glow is a soft, slightly lifted copy of the picture: blending toward it blooms
             # the highlights without washing out a light background.
-            small = cv2.resize(scene.image, (WIDTH // 4, HEIGHT // 4), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(image, (WIDTH // 4, HEIGHT // 4), interpolation=cv2.INTER_AREA)
             bloom = cv2.GaussianBlur(cv2.convertScaleAbs(small, alpha=1.08, beta=14), (0, 0), 7)
-            scene.glow = cv2.resize(bloom, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
+            scene.glow = to_i420(cv2.resize(bloom, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR))
         return scene
 
     def picture(self, local: int) -> np.ndarray:
-        """The scene's own picture at a local frame index (may run a little past either end)."""
+        """The scene's own picture (I420) at a local frame index (may run a little past either end)."""
         spec = self.spec
         if self.clip is not None:
             target = min(max(local, 0), spec.frames - 1)
@@ -118,8 +177,12 @@ class _LoadedScene:
         if p.glow > 0.01:
             strength = 0.45 * p.glow
             source = cv2.addWeighted(self.image, 1 - strength, self.glow, strength, 0)
-        return cv2.warpAffine(source, affine(p, WIDTH, HEIGHT), (WIDTH, HEIGHT),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        m = affine(p, WIDTH, HEIGHT)
+        out = np.empty_like(source)
+        for src, dst, matrix, size in zip(planes(source), planes(out), (m, chroma_affine(m), chroma_affine(m)),
+                                          ((WIDTH, HEIGHT), (CW, CH), (CW, CH))):
+            cv2.warpAffine(src, matrix, size, dst=dst, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        return out
 
     def frame(self, local: int) -> np.ndarray:
         out = self.picture(local)
@@ -133,7 +196,7 @@ def _decode(path: Path) -> Iterator[np.ndarray]:
 
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            yield cover(frame.to_ndarray(format="bgr24"))
+            yield to_i420(cover(frame.to_ndarray(format="bgr24")))
 
 
 class Timeline:
@@ -158,9 +221,10 @@ class Timeline:
         return [(i, f - self.starts[i], 1.0)]
 
 
-def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> Iterator[np.ndarray]:
-    """Every frame of the ad in order, as BGR arrays. Loads each scene when it first appears and
-    drops it once it is behind, so at most two scenes are held at a time."""
+def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> Iterator[np.ndarray]:
+    """Every frame of the ad in order, as I420 buffers (BT.601 limited range) ready for the
+    encoder's stdin. Loads each scene when it first appears and drops it once it is behind, so
+    at most two scenes are held at a time."""
     timeline = Timeline(scenes, crossfade)
     loaded: dict[int, _LoadedScene] = {}
     for f in range(timeline.total):
@@ -180,7 +244,7 @@ def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> I
             yield cv2.addWeighted(a, wa, b, wb, 0)
 
 
-def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> Iterator[bytes]:
-    """The same frames as raw yuv420p (BT.601 limited range), ready for the encoder's stdin."""
-    for frame in frames_bgr(scenes, crossfade):
-        yield cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes()
+def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> Iterator[np.ndarray]:
+    """The same frames as BGR pictures, for previews, thumbnails and tests."""
+    for frame in frames_i420(scenes, crossfade):
+        yield cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)

@@ -132,7 +132,9 @@ def test_renderer_length_motion_and_crossfade(tmp_path):
     assert not np.array_equal(frames[0], frames[40]), "motion within a scene"
     mid = frames[48][100, 100].astype(int)  # centre of the 12-frame crossfade
     assert abs(mid[0] - 100) < 15 and abs(mid[2] - 100) < 15, mid
-    assert frames[30][100, 100].tolist() == [0, 0, 200] and frames[60][100, 100].tolist() == [200, 0, 0]
+    # Frames are composited in the encoder's YUV 4:2:0, so a pure colour comes back within rounding.
+    assert np.abs(frames[30][100, 100].astype(int) - (0, 0, 200)).max() <= 3
+    assert np.abs(frames[60][100, 100].astype(int) - (200, 0, 0)).max() <= 3
 
 
 def test_the_specs_own_storyboard_validates():
