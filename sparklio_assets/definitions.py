@@ -7,7 +7,12 @@ from dagster import Definitions, define_asset_job
 from resources.artifacts import ArtifactStore
 from resources.ffmpeg import FFmpegRunner
 
+from sensors.campaigns import build_campaign_sensor, build_recurring_schedule
+from sensors.chain import build_chain_sensor
+
 from .assets import final_video, scene_key_image, scene_motion_clip, storyboard
+from .checks import ASSET_CHECKS
+from .distributed import executor_from_env
 from .partitions import JOBS, SCENES
 
 storyboard_job = define_asset_job("storyboard_job", selection=[storyboard], partitions_def=JOBS,
@@ -20,5 +25,9 @@ final_video_job = define_asset_job("final_video_job", selection=[final_video], p
 defs = Definitions(
     assets=[storyboard, scene_key_image, scene_motion_clip, final_video],
     jobs=[storyboard_job, scene_job, final_video_job],
+    asset_checks=ASSET_CHECKS,
+    sensors=[build_campaign_sensor(storyboard_job), build_chain_sensor(scene_job, final_video_job)],
+    schedules=[build_recurring_schedule(storyboard_job)],
+    executor=executor_from_env(),
     resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner()},
 )

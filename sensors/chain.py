@@ -1,0 +1,108 @@
+"""Carry a sensor-made job through the graph with the daemon: storyboard → every scene → final_video.
+
+A job takes 2 + N runs because a run targets one partitions definition (see pipeline.py): the
+storyboard [job], one run per scene [job × scene], the final video [job]. For jobs the campaign
+sensor or the recurring schedule made (runs tagged `sparklio/chain=auto`), this sensor reads the
+instance's run-success events since its cursor and requests the next runs:
+
+    storyboard_job succeeded → one scene_job run per scene *in that job's storyboard*
+    scene_job succeeded      → when every scene of the same chain has succeeded, final_video_job
+                               (requested once: by the scene run that finished last)
+
+Why a sensor over run-success events, not declarative automation or an asset sensor: the scene
+dimension is a static scene_001..scene_012 (partitions.py), and how many of those a job has is known
+only from its storyboard file. AutomationCondition.eager() on the multi-partitioned assets would ask
+for all 12 cells of every job (the missing ones fail by design), and would also chase every manual
+re-materialization in the UI and every in-process CLI run; an asset sensor sees materializations,
+not the run tags that say a job is chained. This sensor sees exactly the runs that finished, reads
+the storyboard to know the scenes, follows only runs tagged for chaining (the CLI and the UI stay in
+charge of their own runs), and dedupes with run keys, so replaying events is harmless. (Dagster's
+@run_status_sensor does the same but acts on one finished run per tick; this one handles every run
+that finished since the last tick, which a 100-brief campaign needs.) It needs only the daemon, and
+`next_run_requests` is a plain function that tests call without one.
+"""
+
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from resources.artifacts import ArtifactStore
+from sparklio_assets import layout
+from sparklio_assets.partitions import scene_key
+from sparklio_assets.pipeline import JOB_TAG
+
+from .campaigns import AUTO, CAMPAIGN_TAG, CHAIN_TAG
+
+CHAIN_ID_TAG = "sparklio/chain_id"  # the storyboard run that started this pass over the job
+SCENE_TAG = "dagster/partition/scene"
+CARRIED = (JOB_TAG, CHAIN_TAG, CAMPAIGN_TAG)
+
+
+def _tags(run: DagsterRun, chain_id: str) -> dict[str, str]:
+    return {**{k: run.tags[k] for k in CARRIED if k in run.tags}, CHAIN_ID_TAG: chain_id}
+
+
+def next_run_requests(run: DagsterRun, instance: DagsterInstance, store: ArtifactStore) -> list[RunRequest]:
+    """What comes after `run` succeeded, for a chained job: nothing for anything else."""
+    if run.tags.get(CHAIN_TAG) != AUTO or JOB_TAG not in run.tags:
+        return []
+    job_id = run.tags[JOB_TAG]
+    if run.job_name == "storyboard_job":
+        plan = layout.read_storyboard(store, job_id)
+        return [RunRequest(job_name="scene_job", partition_key=scene_key(job_id, scene.id),
+                           run_key=f"{run.run_id}:{scene.id}", tags=_tags(run, run.run_id))
+                for scene in plan.scenes]
+    if run.job_name == "scene_job":
+        chain_id = run.tags.get(CHAIN_ID_TAG)
+        if not chain_id:
+            return []
+        plan = layout.read_storyboard(store, job_id)
+        records = instance.get_run_records(RunsFilter(job_name="scene_job", statuses=[DagsterRunStatus.SUCCESS],
+                                                      tags={CHAIN_ID_TAG: chain_id, JOB_TAG: job_id}))
+        done = {r.dagster_run.tags.get(SCENE_TAG) for r in records}
+        if not all(scene.id in done for scene in plan.scenes):
+            return []
+        # Several scene runs may finish together and each be seen complete: only the one that
+        # finished last asks for the final video (the run key is a second guard).
+        last = max(records, key=lambda r: (r.end_time or 0.0, r.dagster_run.run_id))
+        if last.dagster_run.run_id != run.run_id:
+            return []
+        return [RunRequest(job_name="final_video_job", partition_key=job_id, run_key=f"{chain_id}:final_video",
+                           tags=_tags(run, chain_id))]
+    return []
+
+
+def build_chain_sensor(scene_job, final_video_job, minimum_interval_seconds: int = 10, batch: int = 500):
+    @sensor(name="job_chain_sensor", jobs=[scene_job, final_video_job], minimum_interval_seconds=minimum_interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Carries campaign jobs on: storyboard → each scene → final_video.")
+    def job_chain_sensor(context: SensorEvaluationContext, store: ArtifactStore):
+        instance = context.instance
+        result = instance.fetch_run_status_changes(DagsterEventType.RUN_SUCCESS, limit=batch, cursor=context.cursor,
+                                                   ascending=True)
+        requests = []
+        for record in result.records:
+            run = instance.get_run_by_id(record.run_id)
+            if run is None:
+                continue
+            for request in next_run_requests(run, instance, store):
+                context.log.info(f"{run.job_name} {run.run_id[:8]} ({run.tags.get(JOB_TAG)}) succeeded → "
+                                 f"{request.job_name} {request.partition_key}")
+                requests.append(request)
+        cursor = result.cursor if result.records else context.cursor
+        if not requests:
+            return SensorResult(skip_reason=SkipReason(f"{len(result.records)} finished run(s), none to carry on"),
+                                cursor=cursor)
+        return SensorResult(run_requests=requests, cursor=cursor)
+
+    return job_chain_sensor
