@@ -3,6 +3,8 @@
     sparklio generate BRIEF.json [--brand BRAND.json] [--out DIR] [--quality draft|standard|premium]
     sparklio demo [--out DIR]
     sparklio remake-scene JOB_ID SCENE_ID [--out DIR]
+    sparklio run-job JOB_ID [--scene SCENE_ID] [--out DIR]   (the API's detached worker)
+    sparklio serve [--host HOST] [--port PORT] [--out DIR]   (the REST API, see api/)
 
 A bad brief is reported on one line naming the field and the reason, with exit code 2, before
 anything is written.
@@ -102,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     remake.add_argument("job_id")
     remake.add_argument("scene_id")
     remake.add_argument("--out")
+    run = sub.add_parser("run-job", help="make the video of an existing job (the API's worker); skips a "
+                                         "storyboard that is already materialized")
+    run.add_argument("job_id")
+    run.add_argument("--scene", help="only re-make this scene, then re-assemble")
+    run.add_argument("--out")
+    serve = sub.add_parser("serve", help="start the REST API (OpenAPI docs at /docs)")
+    serve.add_argument("--host", default=os.environ.get("SPARKLIO_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("SPARKLIO_PORT", "8000")))
+    serve.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
+    serve.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
     try:
@@ -119,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             except ValidationError as error:
                 raise InputError(describe_validation_error(error, "job")) from None
             return generate(spec, args.out)
+        if args.command == "run-job":
+            return run_existing_job(args.job_id, args.scene, args.out)
+        if args.command == "serve":
+            return serve(args.host, args.port, args.out, args.log_level)
         return remake_scene(args.job_id, args.scene_id, args.out)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -137,6 +153,65 @@ def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     _print(f"re-made {scene_id}; video: {record.video_path} ({record.duration:.2f} s)")
+    return 0
+
+
+def run_existing_job(job_id: str, scene_id: str | None, out: str | None) -> int:
+    """The worker the API launches (`POST /video/generate`, `/video/regenerate/...`); also usable by
+    hand. Every stage is a Dagster run tagged with the job id, which is how the API reports progress."""
+    from dagster import AssetKey
+
+    from api import worker
+
+    from . import layout
+    from .pipeline import PipelineError, StageReport, _execute, assemble, remake_scene
+
+    if fd := os.environ.get(worker.LOCK_FD_ENV):
+        os.set_inheritable(int(fd), False)  # the job lock stays with this process, not its children
+    defs, instance, store = _session(out)
+    try:
+        job_dir = store.job_dir(job_id)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if not layout.job_path(store, job_id).is_file():
+        raise InputError(f"job {job_id}: no such job in {store.root}")
+
+    def report(stage: StageReport) -> None:
+        engines = ", ".join(f"{k} by {v}" for k, v in stage.engines.items())
+        _print(f"  ✓ {stage.stage:<12} {stage.seconds:6.2f} s  {engines}  (run {stage.run_id})")
+
+    try:
+        with worker.job_guard(job_dir), worker.worker_slot(
+                Path(store.home), on_wait=lambda: _print("waiting for a free worker slot")):
+            _print(f"job {job_id}: {'re-making ' + scene_id if scene_id else 'generating'} (pid {os.getpid()})")
+            if scene_id:
+                remake_scene(job_id, scene_id, defs, instance, store, report)
+            else:
+                materialized = job_id in instance.get_materialized_partitions(AssetKey("storyboard"))
+                if not (materialized and layout.storyboard_path(store, job_id).is_file()):
+                    run_id = _execute(defs, "storyboard_job", job_id, instance, job_id, "storyboard")
+                    report(StageReport("storyboard", run_id, 0.0, {}))
+                for scene in layout.read_storyboard(store, job_id).scenes:
+                    remake_scene(job_id, scene.id, defs, instance, store, report)
+            record = assemble(job_id, defs, instance, store, report)
+    except worker.WorkerBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (PipelineError, FileNotFoundError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    _print(f"video: {record.video_path} ({record.duration:.2f} s)")
+    return 0
+
+
+def serve(host: str, port: int, out: str | None, log_level: str = "info") -> int:
+    if out:
+        os.environ["SPARKLIO_HOME"] = str(Path(out).resolve())
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
     return 0
 
 

@@ -1,0 +1,202 @@
+"""Request and response bodies, with the spec's field names (section 4) and OpenAPI examples."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sparklio_assets.models import (
+    SNAKE,
+    BrandElement,
+    BrandKit,
+    Brief,
+    EnginePreference,
+    MotionStyle,
+    Quality,
+    Storyboard,
+)
+
+Status = Literal["storyboard_ready", "queued", "processing", "completed", "failed", "canceled"]
+TERMINAL = ("completed", "failed", "canceled")
+
+BRIEF_EXAMPLE = {
+    "brand_id": "2f0c6a2e-3c55-4d7e-9a57-2d1f3b8c9e10",
+    "product": "Daily Eye Care Moisturizer",
+    "target_audience": "20-30대 직장인",
+    "goal": "제품 인지도 + 전환",
+    "duration": 15,
+    "tone": "professional_warm",
+    "channels": ["instagram_reels", "youtube_shorts"],
+}
+BRAND_EXAMPLE = {
+    "brand_id": "2f0c6a2e-3c55-4d7e-9a57-2d1f3b8c9e10",
+    "name": "Daily Eye Care",
+    "colors": ["#F2EDE8", "#7C4D3A"],
+    "logo_text": "DAILY EYE CARE",
+    "cta_default": "지금 무료 샘플 신청",
+}
+
+
+def _precise_brief_schema(schema: dict[str, Any]) -> None:
+    """Say in the schema what Brief's validators enforce, so clients (and the fuzzer) know."""
+    props = schema.get("properties", {})
+    if "tone" in props:
+        props["tone"]["pattern"] = SNAKE.pattern
+    if "channels" in props:
+        props["channels"]["uniqueItems"] = True
+    schema["examples"] = [BRIEF_EXAMPLE, {**BRIEF_EXAMPLE, "duration": 5, "brand": BRAND_EXAMPLE}]
+
+
+class StoryboardRequest(Brief):
+    """Spec 4.1: the brief, flat, plus an optional brand kit (a neutral one is used without it)."""
+
+    model_config = ConfigDict(json_schema_extra=_precise_brief_schema)
+
+    brand: BrandKit | None = Field(default=None, description="the brand's colours, logo text and CTA")
+
+    def brief(self) -> Brief:
+        return Brief.model_validate(self.model_dump(exclude={"brand"}))
+
+
+class StoryboardResponse(BaseModel):
+    storyboard_id: str = Field(description="the job id; pass it to /video/generate")
+    storyboard: Storyboard
+    estimated_cost: float = Field(description="USD, storyboard + generation with the engines available")
+    estimated_time: int = Field(description="seconds to make the video once /video/generate is called")
+    status_url: str
+    dagster_run_id: str = Field(description="the Dagster run that materialized the storyboard")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"storyboard_id": "3f9a1c2b7d4e", "engine_preference": "hybrid", "quality": "standard"}]})
+
+    storyboard_id: str = Field(min_length=1, max_length=64, examples=["3f9a1c2b7d4e"])
+    engine_preference: EnginePreference = "auto"
+    quality: Quality = "standard"
+
+
+class GenerateResponse(BaseModel):
+    job_id: str
+    status: Status = "queued"
+    estimated_completion: datetime
+    status_url: str
+    events_url: str = Field(description="server-sent events; signed when an API key is configured")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class SceneEdit(BaseModel):
+    """Optional changes to the scene before it is re-made; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {"onscreen_text": "10초 흡수, 8시간 보습", "motion_style": "slow zoom-in"}]})
+
+    onscreen_text: str | None = Field(default=None, max_length=40)
+    narration: str | None = Field(default=None, max_length=200)
+    image_prompt: str | None = Field(default=None, min_length=1, max_length=500)
+    motion_style: MotionStyle | None = None
+    brand_elements: list[BrandElement] | None = None
+
+
+class JobError(BaseModel):
+    stage: str = Field(description="storyboard | scene_001 ... | final_video | worker")
+    step: str | None = Field(default=None, description="the Dagster step that failed")
+    reason: str
+    run_id: str | None = None
+
+
+class RunInfo(BaseModel):
+    run_id: str
+    stage: str
+    status: str
+
+
+class StatusResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "job_id": "3f9a1c2b7d4e", "status": "processing", "progress": 0.65,
+        "current_step": "generating_motion_clips", "scenes_completed": 3, "scenes_total": 5, "eta_seconds": 45}]})
+
+    job_id: str
+    status: Status
+    progress: float = Field(ge=0, le=1)
+    current_step: str = Field(description="queued | planning_storyboard | generating_key_images | "
+                                          "generating_motion_clips | assembling_video | completed | failed | canceled")
+    scenes_completed: int
+    scenes_total: int
+    eta_seconds: int | None = None
+    kind: Literal["generate", "regenerate"] | None = None
+    current_scene: str | None = None
+    error: JobError | None = None
+    runs: list[RunInfo] = Field(default_factory=list, description="this request's Dagster runs, oldest first")
+    updated_at: datetime
+
+
+class ResultMetadata(BaseModel):
+    duration: float
+    resolution: str
+    scenes_count: int
+    total_cost: float
+    generation_time: float | None = Field(description="seconds from the generate request to the finished video")
+    engines: dict[str, str]
+    fps: float
+    bitrate: int
+    size_bytes: int
+    checks: dict[str, Any] | None = Field(default=None, description="quality checks, when the pipeline wrote them")
+
+
+class ResultResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "job_id": "3f9a1c2b7d4e", "status": "completed",
+        "video_url": "http://127.0.0.1:8000/video/files/3f9a1c2b7d4e/ad.mp4",
+        "thumbnail_url": "http://127.0.0.1:8000/video/files/3f9a1c2b7d4e/thumbnail.jpg",
+        "metadata": {"duration": 15.0, "resolution": "1080x1920", "scenes_count": 5, "total_cost": 0.0,
+                     "generation_time": 38.2, "engines": {"assembly": "ffmpeg libx264 medium"}, "fps": 24,
+                     "bitrate": 8000000, "size_bytes": 15000000}}]})
+
+    job_id: str
+    status: Literal["completed"] = "completed"
+    video_url: str
+    thumbnail_url: str
+    metadata: ResultMetadata
+
+
+class NotReady(BaseModel):
+    detail: str
+    job_id: str
+    status: Status
+    progress: float
+    video_url: str | None = Field(default=None, description="an earlier video of the job, kept while it is re-made")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    field: str
+    location: str = Field(description="body | path | query | header")
+    reason: str
+
+
+class ValidationProblem(BaseModel):
+    detail: str = Field(description="one line per problem: `field: reason`")
+    errors: list[FieldError]
+
+
+class EngineInfo(BaseModel):
+    stage: str
+    name: str
+    available: bool
+    detail: str = ""
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    dagster_version: str
+    instance: dict[str, Any]
+    engines: list[EngineInfo]
+    auth: Literal["api_key", "none"]
+    workers_running: int | None = None

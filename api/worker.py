@@ -1,0 +1,227 @@
+"""Detached workers: one `sparklio run-job` process per generation request.
+
+The API never renders in its own process. `launch` starts the worker in a new session (its own
+process group), so it outlives an API restart, and hands it an open file description holding an
+exclusive `flock` on the job's `worker/run.lock`. The lock is held exactly as long as the worker
+lives, whoever its parent is and however it ends (even SIGKILL), so "is this job's worker alive?"
+is answered from the lock, never from a PID that could have been reused.
+
+What the API asked for is kept beside the job's media in `worker/worker.json` (kind, scene,
+request time, pid, cancel time); the worker's output goes to `worker/worker.log`. Everything
+else about progress is read from the Dagster instance. This module is stdlib only: the CLI's
+worker imports it without loading FastAPI.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+LOCK_FD_ENV = "SPARKLIO_WORKER_LOCK_FD"
+MAX_WORKERS_ENV = "SPARKLIO_MAX_WORKERS"
+DEFAULT_MAX_WORKERS = 2
+
+
+class WorkerBusy(RuntimeError):
+    """Another worker holds the job."""
+
+
+def worker_dir(job_dir: Path) -> Path:
+    return job_dir / "worker"
+
+
+def record_path(job_dir: Path) -> Path:
+    return worker_dir(job_dir) / "worker.json"
+
+
+def log_path(job_dir: Path) -> Path:
+    return worker_dir(job_dir) / "worker.log"
+
+
+def lock_path(job_dir: Path) -> Path:
+    return worker_dir(job_dir) / "run.lock"
+
+
+@dataclass
+class WorkerRecord:
+    kind: str  # generate | regenerate
+    requested_at: str  # ISO 8601 UTC; Dagster runs created from then on belong to this request
+    scene_id: str | None = None
+    pid: int | None = None
+    canceled_at: str | None = None
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def requested(self) -> datetime:
+        return datetime.fromisoformat(self.requested_at)
+
+
+def read_record(job_dir: Path) -> WorkerRecord | None:
+    path = record_path(job_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    known = WorkerRecord.__dataclass_fields__
+    return WorkerRecord(**{k: v for k, v in data.items() if k in known})
+
+
+def write_record(job_dir: Path, record: WorkerRecord) -> None:
+    path = record_path(job_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    tmp.write_text(json.dumps(asdict(record), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on path, or None when someone else holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def is_running_lock(path: Path) -> bool:
+    """True while some process holds the lock file."""
+    if not path.exists():
+        return False
+    fd = _try_lock(path)
+    if fd is None:
+        return True
+    os.close(fd)  # closing releases the probe's lock
+    return False
+
+
+def is_running(job_dir: Path) -> bool:
+    """True while a worker (API-launched or `sparklio run-job` by hand) holds the job."""
+    return is_running_lock(lock_path(job_dir))
+
+
+@contextmanager
+def job_guard(job_dir: Path) -> Iterator[None]:
+    """Held by `sparklio run-job` for its lifetime: inherited from the API (already locked) or
+    taken here when the worker is started by hand."""
+    if os.environ.get(LOCK_FD_ENV):
+        yield
+        return
+    fd = _try_lock(lock_path(job_dir))
+    if fd is None:
+        raise WorkerBusy(f"another worker is already running job {job_dir.name}")
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def worker_slot(home: Path, on_wait=lambda: None) -> Iterator[int]:
+    """At most $SPARKLIO_MAX_WORKERS (default 2) workers render at once on this machine; the
+    others wait here (the API reports them as queued). A slot is a flock, freed when its holder dies."""
+    slots = max(1, int(os.environ.get(MAX_WORKERS_ENV) or DEFAULT_MAX_WORKERS))
+    folder = home / "worker-slots"
+    waited = False
+    while True:
+        for i in range(slots):
+            fd = _try_lock(folder / f"slot-{i}.lock")
+            if fd is not None:
+                try:
+                    yield i
+                finally:
+                    os.close(fd)
+                return
+        if not waited:
+            on_wait()
+            waited = True
+        time.sleep(0.5)
+
+
+def _reap(process: subprocess.Popen) -> None:
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+
+
+def launch(job_dir: Path, kind: str, args: list[str], env: dict[str, str], scene_id: str | None = None) -> WorkerRecord:
+    """Start `sparklio run-job ...` detached. Raises WorkerBusy when the job already has a worker."""
+    fd = _try_lock(lock_path(job_dir))
+    if fd is None:
+        raise WorkerBusy(f"job {job_dir.name} is already being generated")
+    try:
+        argv = [sys.executable, "-m", "sparklio_assets.cli", "run-job", *args]
+        record = WorkerRecord(kind=kind, scene_id=scene_id, requested_at=datetime.now(timezone.utc).isoformat(),
+                              argv=argv[2:])
+        write_record(job_dir, record)
+        log = log_path(job_dir)
+        with open(log, "ab") as out:
+            out.write(f"--- {record.requested_at} {' '.join(argv[2:])}\n".encode())
+            out.flush()
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(worker_dir(job_dir)),
+                env={**env, LOCK_FD_ENV: str(fd), "PYTHONUNBUFFERED": "1"}, pass_fds=(fd,),
+                start_new_session=True, close_fds=True)
+        _reap(process)
+        record.pid = process.pid
+        write_record(job_dir, record)
+        return record
+    finally:
+        os.close(fd)  # the worker's inherited copy keeps the lock
+
+
+def kill(job_dir: Path, record: WorkerRecord, timeout: float = 10.0) -> bool:
+    """Kill the worker's whole process group (the worker, ffmpeg, log tailers). Returns True
+    when a live worker was killed.
+
+    Dagster's in-process executor defers SIGTERM/SIGINT until a run ends, so a polite signal
+    would let the current stage finish; cancel means now, so the group gets SIGKILL. Every media
+    file is written to a temporary name and renamed when whole, so nothing half-written replaces a
+    good file; `clean_partial_files` removes the leftovers."""
+    if not record.pid or not is_running(job_dir):
+        return False
+    try:
+        os.killpg(record.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    deadline = time.monotonic() + timeout
+    while is_running(job_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def clean_partial_files(job_dir: Path) -> int:
+    removed = 0
+    for path in job_dir.rglob(".*.part*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def log_tail(job_dir: Path, lines: int = 5) -> str:
+    try:
+        text = log_path(job_dir).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    useful = [line for line in text.splitlines()[-200:] if line.strip() and "Warning" not in line
+              and not line.startswith("--- ")]
+    return "\n".join(useful[-lines:])
