@@ -26,12 +26,14 @@ from dagster import (
 from PIL import Image
 
 from resources.artifacts import ArtifactStore, atomic_path, write_model
+from resources.comfyui import ComfyError, ComfyLostJob, ComfyUIResource, ComfyUnavailable
 from resources.ffmpeg import FFmpegRunner
 
 from . import layout
+from .comfy_engines import make_key_image, make_motion_clip, use_comfy
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
-from .models import FPS, JobSpec, KeyImageRecord, MotionRecord, Storyboard, VideoRecord
+from .models import FPS, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
 from .planner import language_of, plan_storyboard
@@ -92,16 +94,23 @@ def storyboard(context: AssetExecutionContext, store: ArtifactStore) -> Material
 @asset(partitions_def=SCENES, deps=[storyboard], group_name="ad", pool="gpu", kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
        description="The scene's 1080x1920 key image (built-in engine, or ComfyUI when configured).")
-def scene_key_image(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+def scene_key_image(context: AssetExecutionContext, store: ArtifactStore, comfy: ComfyUIResource) -> MaterializeResult:
     job, plan, scene_id = _scene_context(context, store)
     scene = plan.scene(scene_id)
     started = time.perf_counter()
     path = layout.key_image_path(store, job.job_id, scene_id)
-    image = render_key_image(scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}")
-    with atomic_path(path) as tmp:
-        image.save(tmp, "PNG")
-    record = KeyImageRecord(scene_id=scene_id, path=str(path), engine=BUILTIN_IMAGE_ENGINE,
-                            seconds=round(time.perf_counter() - started, 3), width=image.width, height=image.height)
+    if use_comfy(job.quality, comfy):
+        record = _comfy_key_image(context, comfy, store, job, scene, path)
+        with Image.open(path) as generated:
+            image = generated.convert("RGB")
+    else:
+        if job.quality != "draft":
+            context.log.info(f"{scene_id}: quality {job.quality} but no ComfyUI URL configured; built-in engine")
+        image = render_key_image(scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}")
+        with atomic_path(path) as tmp:
+            image.save(tmp, "PNG")
+        record = KeyImageRecord(scene_id=scene_id, path=str(path), engine=BUILTIN_IMAGE_ENGINE,
+                                seconds=round(time.perf_counter() - started, 3), width=image.width, height=image.height)
     write_model(layout.key_image_record_path(store, job.job_id, scene_id), record)
     context.log.info(f"{scene_id}: key image by {record.engine} in {record.seconds:.2f} s")
     return MaterializeResult(metadata={
@@ -109,14 +118,40 @@ def scene_key_image(context: AssetExecutionContext, store: ArtifactStore) -> Mat
         "seconds": record.seconds,
         "path": MetadataValue.path(record.path),
         "prompt": scene.image_prompt,
+        **({"note": record.note} if record.note else {}),
         "preview": image_markdown(image, caption=f"{scene_id} · {scene.purpose} · {record.engine}"),
     })
+
+
+def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
+                     scene: Scene, path: Path) -> KeyImageRecord:
+    """ComfyUI key image. Unreachable worker: raise, so the RetryPolicy waits and tries again
+    (spec 8.2: the job waits for the GPU worker); a rejected graph or a failed job: fail now."""
+    scene_id = scene.id
+    reference = None  # premium: scene_001's generated picture steers the others' style (IPAdapter)
+    first = layout.key_image_record_path(store, job.job_id, "scene_001")
+    if job.quality == "premium" and scene_id != "scene_001" and first.is_file():
+        first_record = store.read(first, KeyImageRecord)
+        reference = Path(first_record.path) if first_record.engine.startswith("comfyui") else None
+    try:
+        return make_key_image(comfy, scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}",
+                              out_path=path, quality=job.quality, job_id=job.job_id, style_reference=reference,
+                              log=context.log.info)
+    except (ComfyUnavailable, ComfyLostJob) as error:
+        attempt, attempts = context.retry_number + 1, GENERATION_RETRY.max_retries + 1
+        then = "Dagster will retry this step" if attempt < attempts else "no retries left"
+        context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
+                            f"(step attempt {attempt}/{attempts}; {then}): {error}")
+        raise
+    except ComfyError as error:
+        raise Failure(description=f"{scene_id}: ComfyUI could not make the key image: {error}",
+                      allow_retries=False) from error
 
 
 @asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool="gpu", kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
        description="How the scene moves (Ken Burns or an AnimateDiff clip) and its overlay of copy and brand elements.")
-def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comfy: ComfyUIResource) -> MaterializeResult:
     job, plan, scene_id = _scene_context(context, store)
     scene = plan.scene(scene_id)
     started = time.perf_counter()
@@ -127,6 +162,8 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore) -> M
         overlay.save(tmp, "PNG")
     motion = MotionRecord(scene_id=scene_id, engine="kenburns", motion_style=scene.motion_style,
                           duration_seconds=scene.duration_seconds, image_path=key.path)
+    if use_comfy(job.quality, comfy):
+        motion = _comfy_motion(context, comfy, store, job, scene, motion)
     preview_path = layout.preview_path(store, job.job_id, scene_id)
     first_frame = _write_preview(SceneInput(scene.frames, motion, overlay_path), preview_path)
     motion = motion.model_copy(update={"preview_path": str(preview_path),
@@ -140,10 +177,34 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore) -> M
         "fps": FPS,
         "seconds": motion.seconds,
         "fallback_reason": motion.fallback_reason or "",
+        **({"clip_path": MetadataValue.path(motion.clip_path)} if motion.clip_path else {}),
         "text_boxes": [vars(b) for b in placed.text_boxes],
         "preview_path": MetadataValue.path(str(preview_path)),
         "preview": image_markdown(first_frame, caption=f"{scene_id} · {motion.engine} · {motion.motion_style}"),
     })
+
+
+def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
+                  scene: Scene, kenburns: MotionRecord) -> MotionRecord:
+    """AnimateDiff on ComfyUI; any failure falls back to Ken Burns with the reason recorded (spec
+    8.2). An unreachable worker is first waited for through the RetryPolicy, then falls back."""
+    scene_id = scene.id
+    try:
+        return make_motion_clip(comfy, scene, Path(kenburns.image_path), layout.clip_path(store, job.job_id, scene_id),
+                                seed=f"{job.job_id}/{scene_id}/motion", quality=job.quality, job_id=job.job_id,
+                                log=context.log.info)
+    except (ComfyUnavailable, ComfyLostJob) as error:
+        attempt, attempts = context.retry_number + 1, GENERATION_RETRY.max_retries + 1
+        if attempt < attempts:
+            context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
+                                f"(step attempt {attempt}/{attempts}; Dagster will retry this step): {error}")
+            raise
+        reason = f"ComfyUI unavailable after {attempts} step attempts: {error}"
+    except ComfyError as error:
+        reason = f"AnimateDiff failed: {error}"
+    reason = reason if len(reason) <= 400 else reason[:397] + "..."
+    context.log.warning(f"{scene_id}: {reason}; falling back to Ken Burns (spec 8.2)")
+    return kenburns.model_copy(update={"fallback_reason": reason})
 
 
 def _write_preview(scene: SceneInput, path: Path) -> Image.Image:

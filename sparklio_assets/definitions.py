@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import Definitions, define_asset_job
 
 from resources.artifacts import ArtifactStore
+from resources.comfyui import ComfyUIResource
 from resources.ffmpeg import FFmpegRunner
 
 from sensors.campaigns import build_campaign_sensor, build_recurring_schedule
@@ -29,5 +30,5 @@ defs = Definitions(
     sensors=[build_campaign_sensor(storyboard_job), build_chain_sensor(scene_job, final_video_job)],
     schedules=[build_recurring_schedule(storyboard_job)],
     executor=executor_from_env(),
-    resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner()},
+    resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner(), "comfy": ComfyUIResource()},
 )
