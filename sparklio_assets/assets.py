@@ -28,6 +28,7 @@ from PIL import Image
 from resources.artifacts import ArtifactStore, atomic_path, write_model
 from resources.comfyui import ComfyError, ComfyLostJob, ComfyUIResource, ComfyUnavailable
 from resources.ffmpeg import FFmpegRunner
+from resources.llm import LLMRouter, summarize_calls
 
 from . import layout
 from .comfy_engines import make_key_image, make_motion_clip, use_comfy
@@ -36,7 +37,7 @@ from .image_engine import render_key_image
 from .models import FPS, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
-from .planner import language_of, plan_storyboard
+from .planner import language_of
 from .render import SceneInput, frames_bgr, frames_i420
 from .video_probe import probe
 
@@ -69,25 +70,37 @@ def _scene_context(context: AssetExecutionContext, store: ArtifactStore) -> tupl
 
 
 @asset(partitions_def=JOBS, group_name="ad", kinds={"python"},
-       description="The scene plan (spec 3.1) written from the job's brief and brand kit.")
-def storyboard(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+       description="The scene plan (spec 3.1) written from the job's brief and brand kit by the LLM router "
+                   "(Qwen on Ollama, GPT-4o, Claude; spec 2.1) or, when none answers, the built-in planner.")
+def storyboard(context: AssetExecutionContext, store: ArtifactStore, llm: LLMRouter) -> MaterializeResult:
     started = time.perf_counter()
     job = layout.read_job(store, context.partition_key)
-    plan = plan_storyboard(job.brief, job.brand_kit)
+    plan = llm.plan(job, log=context.log)
     write_model(layout.storyboard_path(store, job.job_id), plan)
     seconds = time.perf_counter() - started
+    calls = summarize_calls(plan.metadata.llm_calls)
     context.log.info(f"storyboard for job {job.job_id}: {len(plan.scenes)} scenes by {plan.metadata.planner_engine}")
     rows = "\n".join(f"| {s.id} | {s.purpose} | {s.duration_seconds:g} s | {s.onscreen_text} | {s.motion_style} |"
                      for s in plan.scenes)
+    call_rows = "\n".join(f"| {c['role']} | {c['provider']}:{c['model']} | {c['outcome']} | {c['seconds']:g} s | "
+                          f"{c['input_tokens']} / {c['output_tokens']} | ${c['cost_usd']:.4f} |"
+                          for c in plan.metadata.llm_calls)
+    calls_md = (f"\n\n| role | model | outcome | latency | tokens in / out | cost |\n|---|---|---|---|---|---|\n"
+                f"{call_rows}" if call_rows else "")
     return MaterializeResult(metadata={
         "engine": plan.metadata.planner_engine,
         "scenes": len(plan.scenes),
         "duration_seconds": plan.duration_seconds,
         "estimated_cost": plan.metadata.estimated_cost,
+        "cost_usd": calls["cost_usd"],
         "seconds": round(seconds, 3),
+        "llm_seconds": calls["seconds"],
+        "llm_input_tokens": calls["input_tokens"],
+        "llm_output_tokens": calls["output_tokens"],
+        "llm_calls": MetadataValue.json(plan.metadata.llm_calls),
         "path": MetadataValue.path(str(layout.storyboard_path(store, job.job_id))),
         "preview": MetadataValue.md(f"**{plan.title}**\n\n| scene | purpose | length | on-screen text | motion |\n"
-                                    f"|---|---|---|---|---|\n{rows}"),
+                                    f"|---|---|---|---|---|\n{rows}{calls_md}"),
     })
 
 

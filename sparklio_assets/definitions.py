@@ -7,6 +7,7 @@ from dagster import Definitions, define_asset_job
 from resources.artifacts import ArtifactStore
 from resources.comfyui import ComfyUIResource
 from resources.ffmpeg import FFmpegRunner
+from resources.llm import LLMRouter
 
 from sensors.campaigns import build_campaign_sensor, build_recurring_schedule
 from sensors.chain import build_chain_sensor
@@ -30,5 +31,5 @@ defs = Definitions(
     sensors=[build_campaign_sensor(storyboard_job), build_chain_sensor(scene_job, final_video_job)],
     schedules=[build_recurring_schedule(storyboard_job)],
     executor=executor_from_env(),
-    resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner(), "comfy": ComfyUIResource()},
+    resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner(), "comfy": ComfyUIResource(), "llm": LLMRouter()},
 )

@@ -45,7 +45,7 @@ def system_prompt(role: str) -> str:
 def brief_data(brief: Brief, brand: BrandKit) -> dict[str, Any]:
     return {
         "language": language_of(brief),
-        "brief": brief.model_dump(mode="json"),
+        "brief": brief.model_dump(mode="json", exclude={"brand_id"}),
         "brand_kit": brand.model_dump(mode="json", include={"name", "tone_keywords", "logo_text", "cta_default"}),
     }
 

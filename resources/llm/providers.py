@@ -4,8 +4,9 @@ mechanism:
 - Ollama (`ollama` package): `/api/chat` with `format=<JSON schema>` (grammar-constrained decoding).
 - OpenAI (`openai` package): chat completions with `response_format` json_schema, strict. With a
   custom `base_url` it also talks to Ollama's (or vLLM's) OpenAI-compatible `/v1` endpoint.
-- Anthropic (`anthropic` package): one tool whose `input_schema` is the schema, forced with
-  `tool_choice`, so the answer arrives as the tool call's `input`.
+- Anthropic (`anthropic` package): one tool whose `input_schema` is the schema (`strict` where the
+  model supports it), forced with `tool_choice`, so the answer arrives as the tool call's `input`.
+  (This API version has no `temperature`; the model's default applies.)
 
 A provider starts an `Exchange` per role: `send()` returns a `Reply` (the parsed JSON, or why it
 did not parse, plus token usage); `add_repair()` appends the model's bad answer and the validation
@@ -14,9 +15,10 @@ answer (offline, timeout, 429, 5xx, missing model, bad key) raise `ProviderError
 
 Retries: the SDKs' own (`max_retries`, small) handle 429 / 5xx and honour `retry-after`; a
 transport guard stops them from retrying when the server asks for a longer wait than
-`max_retry_wait_s` (we fall through to the next provider instead) and turns "cannot connect" into
-an immediate failure instead of a retry after backoff, so a machine that is offline falls through
-to the next provider in milliseconds. The Ollama client has no retries; 429/503 (busy) get the
+`max_retry_wait_s` (we fall through to the next provider instead), and turns "cannot connect" and
+"no answer within timeout_s" into immediate failures instead of retries after backoff, so a
+machine that is offline falls through to the next provider in milliseconds and a stuck one after
+one timeout. The Ollama client has no retries; 429/503 (busy) get the
 same small, retry-after-honouring loop here.
 """
 
@@ -45,6 +47,7 @@ class Settings:
     max_output_tokens: int = 4096
     temperature: float = 0.7
     ollama_num_ctx: int = 8192
+    anthropic_strict_tool: bool = True
 
 
 class ProviderError(Exception):
@@ -62,6 +65,10 @@ class ProviderError(Exception):
 class Unreachable(openai.OpenAIError, anthropic.AnthropicError):
     """Raised by the transport guard. Both SDKs pass their own error types through without
     retrying, so connection failures surface at once."""
+
+
+class TimedOut(Unreachable):
+    """The transport guard's read/write timeout: surfaces at once, like Unreachable."""
 
 
 @dataclass
@@ -99,9 +106,10 @@ def retry_after_seconds(headers: Any) -> float | None:
 class _Guard(httpx2.BaseTransport):
     """Transport wrapper for the OpenAI / Anthropic SDKs (see the module doc string)."""
 
-    def __init__(self, inner: httpx2.BaseTransport, max_wait_s: float):
+    def __init__(self, inner: httpx2.BaseTransport, max_wait_s: float, timeout_s: float):
         self._inner = inner
         self._max_wait_s = max_wait_s
+        self._timeout_s = timeout_s
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
@@ -109,6 +117,10 @@ class _Guard(httpx2.BaseTransport):
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as error:
             where = f"{request.url.scheme}://{request.url.host}:{request.url.port or ''}".rstrip(":")
             raise Unreachable(f"cannot connect to {where} ({type(error).__name__}: {error})") from None
+        except httpx2.TimeoutException:
+            # A generation that outlived timeout_s is not retried (that would double the wait);
+            # the next provider gets the job.
+            raise TimedOut(f"no answer within {self._timeout_s:g} s") from None
         wait = retry_after_seconds(response.headers)
         if wait is not None and wait > self._max_wait_s:
             response.headers["x-should-retry"] = "false"
@@ -119,7 +131,7 @@ class _Guard(httpx2.BaseTransport):
 
 
 def _http_client(settings: Settings) -> httpx2.Client:
-    return httpx2.Client(transport=_Guard(httpx2.HTTPTransport(), settings.max_retry_wait_s),
+    return httpx2.Client(transport=_Guard(httpx2.HTTPTransport(), settings.max_retry_wait_s, settings.timeout_s),
                          timeout=httpx2.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
                          follow_redirects=True)
 
@@ -361,6 +373,8 @@ class _OpenAIExchange(Exchange):
                 response_format={"type": "json_schema",
                                  "json_schema": {"name": self.tool_name, "strict": True, "schema": self.schema}},
                 **limit)
+        except TimedOut as error:
+            raise ProviderError("timeout", str(error)) from None
         except Unreachable as error:
             raise ProviderError("offline", str(error)) from None
         except openai.APITimeoutError:
@@ -426,11 +440,12 @@ class _AnthropicExchange(Exchange):
         p, s = self.provider, self.provider.settings
         try:
             response = p.client.messages.create(
-                model=p.model, max_tokens=s.max_output_tokens, temperature=s.temperature, system=self.system,
-                messages=self.messages,
-                tools=[{"name": self.tool_name, "input_schema": self.schema,
+                model=p.model, max_tokens=s.max_output_tokens, system=self.system, messages=self.messages,
+                tools=[{"name": self.tool_name, "input_schema": self.schema, "strict": s.anthropic_strict_tool,
                         "description": "Record the answer. Call this exactly once with the complete answer."}],
                 tool_choice={"type": "tool", "name": self.tool_name, "disable_parallel_tool_use": True})
+        except TimedOut as error:
+            raise ProviderError("timeout", str(error)) from None
         except Unreachable as error:
             raise ProviderError("offline", str(error)) from None
         except anthropic.APITimeoutError:

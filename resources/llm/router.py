@@ -173,6 +173,8 @@ class LLMRouter(ConfigurableResource):
     max_output_tokens: int = 4096
     temperature: float = 0.7
     ollama_num_ctx: int = Field(default=8192, description="Ollama context window (its default is too small)")
+    anthropic_strict_tool: bool = Field(default=True, description="strict tool use (Claude Sonnet 4.5 and later); "
+                                                                  "turn off for older models")
 
     # -------------------------------------------------------------- configuration
 
@@ -180,7 +182,7 @@ class LLMRouter(ConfigurableResource):
         return Settings(timeout_s=self.timeout_s, connect_timeout_s=self.connect_timeout_s,
                         max_retries=self.max_retries, max_retry_wait_s=self.max_retry_wait_s,
                         max_output_tokens=self.max_output_tokens, temperature=self.temperature,
-                        ollama_num_ctx=self.ollama_num_ctx)
+                        ollama_num_ctx=self.ollama_num_ctx, anthropic_strict_tool=self.anthropic_strict_tool)
 
     def resolved(self) -> dict[str, str]:
         """The effective hosts and models (no keys)."""
