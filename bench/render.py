@@ -18,7 +18,8 @@ timed), then measures, each in a fresh subprocess so peak RSS is that variant's 
                    resize + TextClip + CompositeVideoClip + crossfade + write_videofile), with
                    the same encoder settings.
 
-Wall seconds are the median of --runs runs; RSS is the peak of the Python process and of its
+It also encodes the first ad's frames with three x264 presets and scores each against the
+source (SSIM, PSNR), the evidence behind the product's preset. Wall seconds are the median of --runs runs; RSS is the peak of the Python process and of its
 ffmpeg child, each measured by the kernel (getrusage). Finally it times `sparklio generate` of
 the 15 s demo brief end to end on the built-in engines, split by stage.
 """
@@ -220,6 +221,7 @@ def main() -> None:
                         help="runs of the slow moviepy reference (default: --runs)")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument("--no-presets", action="store_true", help="skip the x264 preset speed/quality comparison")
     parser.add_argument("--measure", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--e2e-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scenes", type=Path, help=argparse.SUPPRESS)
@@ -256,6 +258,8 @@ def main() -> None:
                 each = ", ".join(f"{r['seconds']:.2f}" for r in results)
                 print(f"  {duration:>2} s  {kind:<13} {row[kind]['seconds']:7.2f} s wall (runs: {each}), "
                       f"{row[kind]['cpu_seconds']:.1f} CPU s", flush=True)
+            if duration == args.durations[0] and not args.no_presets:
+                compare_presets(workdir / "frames.yuv", duration)
             (workdir / "frames.yuv").unlink()
             rows.append(row)
         print_table(rows, kinds)
@@ -266,6 +270,31 @@ def main() -> None:
             for stage, seconds in stages.items():
                 print(f"  {stage:<12} {seconds:7.2f}")
             print(f"  end-to-end / assembly = {stages['total'] / assembly:.2f}  (target ≤ 2)")
+
+
+def compare_presets(raw: Path, duration: int) -> None:
+    """What the encoder preset costs and buys on this content: encode the same raw frames with
+    each preset at the product's bitrate, then score against the source (SSIM, PSNR)."""
+    from resources.ffmpeg import FFmpegRunner
+    from sparklio_assets.models import FPS
+    from sparklio_assets.overlay import HEIGHT, WIDTH
+
+    source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", str(raw)]
+    print(f"\nx264 presets on the {duration} s ad's own frames (same bitrate; quality against the source):")
+    for preset in ("medium", "faster", "veryfast"):
+        runner = FFmpegRunner(preset=preset)
+        out = raw.with_name(f"preset_{preset}.mp4")
+        started = time.perf_counter()
+        runner.run(source + runner.encoder_args(FPS), out)
+        seconds = time.perf_counter() - started
+        scored = subprocess.run([runner.exe(), "-hide_banner", "-nostdin", "-i", str(out), *source, "-lavfi",
+                                 "[0:v][1:v]ssim;[0:v][1:v]psnr", "-f", "null", "-"],
+                                capture_output=True, text=True, check=True).stderr
+        ssim = scored.split("SSIM")[1].split("All:")[1].split()[0]
+        psnr = scored.split("PSNR")[1].split("average:")[1].split()[0]
+        print(f"  {preset:<9} {seconds:6.2f} s   SSIM {ssim}   PSNR {psnr} dB"
+              + ("   ← product default" if preset == FFmpegRunner().preset else ""), flush=True)
+        out.unlink()
 
 
 def print_table(rows: list[dict], kinds: list[str]) -> None:
