@@ -1,0 +1,112 @@
+"""Spec 7 quality checks on final_video: a real 5 s ad passes all seven; a deliberately wrong video
+fails all seven, in Dagster (the UI's check results) and in final/checks.json (the API's)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from dagster import AssetSelection, DagsterEventType, Definitions, define_asset_job, instance_for_test
+
+from resources.artifacts import ArtifactStore, write_model
+from resources.ffmpeg import FFmpegRunner
+from sparklio_assets import layout
+from sparklio_assets.checks import CHECKS, inspect_video, read_report
+from sparklio_assets.definitions import defs
+from sparklio_assets.models import JobSpec
+from sparklio_assets.pipeline import QUIET, create_job, run_job
+
+DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
+JOB = "checked-ad"
+
+
+def evaluations(instance, run_id: str) -> dict:
+    """The check results as the UI shows them: name → AssetCheckEvaluation."""
+    events = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    return {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data for e in events}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checks")
+    store = ArtifactStore(home=str(root / "home"))
+    (root / "dagster").mkdir()
+    brief = {**json.loads((DATA / "demo_brief.json").read_text()), "duration": 5}
+    spec = JobSpec(job_id=JOB, brief=brief, brand=json.loads((DATA / "demo_brand.json").read_text()))
+    # Re-runs just the checks (the UI's "Execute checks"), leaving the video as it is.
+    checks_only = define_asset_job("final_video_checks", selection=AssetSelection.checks_for_assets("final_video"))
+    test_defs = Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[*defs.jobs, checks_only],
+                            resources={**defs.resources, "store": store, "ffmpeg": FFmpegRunner(preset="ultrafast")})
+    with instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        create_job(spec, instance, store)
+        run_job(JOB, test_defs, instance, store)
+        yield instance, store, test_defs
+
+
+def test_a_real_ad_passes_every_check(made):
+    instance, store, _ = made
+    final = instance.get_runs(limit=1)[0]
+    assert final.job_name == "final_video_job"
+    results = evaluations(instance, final.run_id)
+    assert set(results) == set(CHECKS)
+    for name, result in results.items():
+        assert result.passed, f"{name}: {result.description}"
+        assert result.partition == JOB
+        assert "summary" in result.metadata and "details" in result.metadata
+    report = read_report(store, JOB)
+    assert report["passed"] and report["failed"] == [] and len(report["checks"]) == 7
+    assert layout.checks_path(store, JOB).parent == layout.video_path(store, JOB).parent
+
+
+def test_a_wrong_video_fails_every_check_in_dagster_and_the_report(made):
+    """720x1280, 30 fps, 4 s, ~1 Mbps of grey noise: no brand colours, no logo, no readable copy."""
+    instance, store, test_defs = made
+    wrong = "wrong-ad"
+    shutil.copytree(store.job_dir(JOB), store.job_dir(wrong))
+    write_model(layout.job_path(store, wrong), layout.read_job(store, wrong).model_copy(update={"job_id": wrong}))
+    FFmpegRunner(preset="ultrafast").run(
+        ["-f", "lavfi", "-i", "color=c=0x555555:s=720x1280:r=30:d=4,noise=alls=40:allf=t",
+         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1M", "-pix_fmt", "yuv420p", "-f", "mp4"],
+        layout.video_path(store, wrong))
+    instance.add_dynamic_partitions("jobs", [wrong])
+
+    result = test_defs.resolve_job_def("final_video_checks").execute_in_process(
+        instance=instance, tags={"dagster/partition": wrong}, run_config=QUIET)
+    assert result.success  # failing checks flag the video; they do not fail the run
+    results = evaluations(instance, result.run_id)
+    assert set(results) == set(CHECKS)
+    failed = {name for name, r in results.items() if not r.passed}
+    assert failed == set(CHECKS), {n: r.description for n, r in results.items() if r.passed}
+    assert "720x1280" in results["resolution"].description
+    assert "30 fps" in results["fps"].description
+    assert "logo not found" in results["logo_placement"].description
+
+    report = read_report(store, wrong)
+    assert not report["passed"] and set(report["failed"]) == set(CHECKS)
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["bitrate"]["details"]["bitrate_mbps"] < 5
+    assert by_name["brand_palette"]["severity"] == "WARN" and by_name["duration"]["severity"] == "ERROR"
+
+
+def test_each_brand_check_catches_its_own_fault(made):
+    """Same real video, but the request disagrees with it: only the matching check fails."""
+    _, store, _ = made
+    job = layout.read_job(store, JOB)
+    plan = layout.read_storyboard(store, JOB)
+
+    other = "other-brand"
+    shutil.copytree(store.job_dir(JOB), store.job_dir(other))
+    brand = job.brand_kit.model_copy(update={"colors": ["#00C853", "#D500F9"]})
+    write_model(layout.job_path(store, other), job.model_copy(update={"job_id": other, "brand": brand}))
+    failed = {o.name: o for o in inspect_video(store, other) if not o.passed}
+    assert set(failed) == {"brand_palette"}
+    assert "missing #00C853, #D500F9" in failed["brand_palette"].summary
+
+    moved = "logo-moved"
+    shutil.copytree(store.job_dir(JOB), store.job_dir(moved))
+    scenes = [s.model_copy(update={"brand_elements": ["logo_bottom_right"]}) if s.id == "scene_002" else s
+              for s in plan.scenes]  # the storyboard asks for a logo the video does not have there
+    write_model(layout.storyboard_path(store, moved), plan.model_copy(update={"scenes": scenes}))
+    failed = {o.name: o for o in inspect_video(store, moved) if not o.passed}
+    assert set(failed) == {"logo_placement"}
+    assert failed["logo_placement"].summary.startswith("scene_002: logo not found")
