@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -373,7 +373,7 @@ def issues_from_400(body: Any) -> list[NodeIssue]:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             details = error.get("details") or ""
-            match = re.search(r"#?([^'#]+)'", details)
+            match = re.search(r"#([^']+)'", details)  # "Node ID '#2'"
             issues.append(NodeIssue(node_id=match.group(1) if match else "-", type=error.get("type", "error"),
                                     message=error.get("message", "") + (f" ({details})" if details else "")))
         else:  # servers before v0.3.27: {"error": "no prompt", "node_errors": []}
@@ -399,7 +399,7 @@ class ComfyUIClient:
         self.connect_timeout_s = connect_timeout_s
         self.use_env_proxy = use_env_proxy
         self.models = models  # ComfyModels of the resource that made this client (builders read it)
-        self.log: Log = log or logging.getLogger("sparklio.comfyui").info
+        self.log: Log = log if log is not None else logging.getLogger("sparklio.comfyui").info
         self._http = httpx.Client(base_url=self.url, trust_env=use_env_proxy,
                                   timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s))
         self._stats: SystemStats | None = None
@@ -544,18 +544,15 @@ class ComfyUIClient:
         from websockets.sync.client import connect
 
         ws_url = re.sub(r"^http", "ws", self.url) + f"/ws?clientId={client_id}"
-        try:
-            ws = connect(ws_url, open_timeout=self.connect_timeout_s, ping_interval=self.ws_ping_s,
-                         ping_timeout=self.ws_ping_s, max_size=2 ** 24,
-                         proxy=True if self.use_env_proxy else None)
-        except Exception as error:  # noqa: BLE001 - any failure here only costs us the hints
-            self.log(f"ComfyUI websocket not available ({type(error).__name__}: {error}); polling /history only")
-            yield None
-            return
-        try:
+        with ExitStack() as stack:
+            try:
+                ws = stack.enter_context(connect(ws_url, open_timeout=self.connect_timeout_s,
+                                                 ping_interval=self.ws_ping_s, ping_timeout=self.ws_ping_s,
+                                                 max_size=2 ** 24, proxy=True if self.use_env_proxy else None))
+            except Exception as error:  # noqa: BLE001 - any failure here only costs us the hints
+                self.log(f"ComfyUI websocket not available ({type(error).__name__}: {error}); polling /history only")
+                ws = None
             yield ws
-        finally:
-            ws.close()
 
     def wait(self, prompt_id: str, ws: Any, deadline: float,
              on_progress: Callable[[dict[str, Any]], None] | None = None) -> HistoryEntry:

@@ -151,7 +151,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
                               out_path=path, quality=job.quality, job_id=job.job_id, style_reference=reference,
                               log=context.log.info)
     except (ComfyUnavailable, ComfyLostJob) as error:
-        attempt, attempts = context.retry_number + 1, GENERATION_RETRY.max_retries + 1
+        attempt, attempts = _step_attempt(context), GENERATION_RETRY.max_retries + 1
         then = "Dagster will retry this step" if attempt < attempts else "no retries left"
         context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
                             f"(step attempt {attempt}/{attempts}; {then}): {error}")
@@ -197,6 +197,14 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comf
     })
 
 
+def _step_attempt(context: AssetExecutionContext) -> int:
+    """1 on the first try of this step, 2 on the first retry... (1 when invoked directly)."""
+    try:
+        return context.retry_number + 1
+    except AttributeError:
+        return 1
+
+
 def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
                   scene: Scene, kenburns: MotionRecord) -> MotionRecord:
     """AnimateDiff on ComfyUI; any failure falls back to Ken Burns with the reason recorded (spec
@@ -207,7 +215,7 @@ def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store:
                                 seed=f"{job.job_id}/{scene_id}/motion", quality=job.quality, job_id=job.job_id,
                                 log=context.log.info)
     except (ComfyUnavailable, ComfyLostJob) as error:
-        attempt, attempts = context.retry_number + 1, GENERATION_RETRY.max_retries + 1
+        attempt, attempts = _step_attempt(context), GENERATION_RETRY.max_retries + 1
         if attempt < attempts:
             context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
                                 f"(step attempt {attempt}/{attempts}; Dagster will retry this step): {error}")

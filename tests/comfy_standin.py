@@ -812,7 +812,7 @@ def _picture(rng: np.random.Generator, w: int, h: int, positive: dict, model: di
         top = np.clip(top + [40, 10, -20], 0, 255)
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     rows = top * (1 - t) + bottom * t
-    img = Image.fromarray(np.repeat(rows, w, axis=1).astype(np.uint8), "RGB")
+    img = Image.fromarray(np.repeat(rows, w, axis=1).astype(np.uint8))
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
     for _ in range(6):
