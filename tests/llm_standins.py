@@ -7,8 +7,9 @@ SDK clients (`ollama`, `openai`, `anthropic`) run unpatched against them:
   an unknown model is a 404 `model "x" not found, try pulling it first`.
 - `OpenAIStandIn`: `POST /v1/chat/completions`; errors as `{"error": {"message", "type", "param",
   "code"}}`; needs `Authorization: Bearer ...`; unknown model → 404 `model_not_found`.
-- `AnthropicStandIn`: `POST /v1/messages`; answers with a `tool_use` content block for the forced
-  tool; errors as `{"type": "error", "error": {"type", "message"}}`; needs a key (`x-api-key` or
+- `AnthropicStandIn`: `POST /v1/messages`; with `output_config.format` answers a thinking block and
+  a text block holding the JSON, with a forced `tool_choice` a `tool_use` block (or, for Claude 5.x
+  models, the 400 the real API gives); errors as `{"type": "error", "error": {"type", "message"}}`; needs a key (`x-api-key` or
   `Authorization: Bearer`) and `anthropic-version`; unknown model → 404 `not_found_error`.
 
 Tests script what the chat endpoint does next with `queue(...)` (consumed in order, then
@@ -293,10 +294,10 @@ class OpenAIStandIn(StandIn):
 class AnthropicStandIn(StandIn):
     chat_path = "/v1/messages"
 
-    def __init__(self, models: tuple[str, ...] = ("claude-sonnet-4-5",)):
+    def __init__(self, models: tuple[str, ...] = ("claude-sonnet-5-5", "claude-sonnet-4-6")):
         super().__init__(models)
 
-    def check(self, record: Recorded) -> tuple[int, dict[str, str], Any] | None:
+    def _check_headers(self, record: Recorded) -> tuple[int, dict[str, str], Any] | None:
         # The API takes the key as x-api-key or (as SDK 2.x sends it) Authorization: Bearer.
         if not record.headers.get("x-api-key") and not record.headers.get("authorization", "").startswith("Bearer "):
             return 401, {}, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
@@ -313,10 +314,27 @@ class AnthropicStandIn(StandIn):
         default = {429: "Number of request tokens has exceeded your per-minute rate limit", 529: "Overloaded"}
         return {"type": "error", "error": {"type": kind, "message": message or default.get(status, "Internal server error")}}
 
+    def check(self, record: Recorded) -> tuple[int, dict[str, str], Any] | None:
+        problem = self._check_headers(record)
+        if problem:
+            return problem
+        # Claude 5.x thinks on every request and rejects a forced tool choice (use structured outputs).
+        forced = (record.body.get("tool_choice") or {}).get("type") in ("tool", "any")
+        if forced and str(record.body.get("model", "")).startswith(("claude-sonnet-5", "claude-opus-5")):
+            return 400, {}, {"type": "error", "error": {
+                "type": "invalid_request_error",
+                "message": "tool_choice: forcing tool use is not supported with this model; "
+                           "use output_config.format for structured outputs"}}
+        return None
+
     def success(self, record: Recorded, text: str, payload: Any, tokens_in: int, tokens_out: int,
                 truncated: bool) -> Any:
-        if payload is None:
+        structured = bool((record.body.get("output_config") or {}).get("format"))
+        if payload is None or structured:
             content = [{"type": "text", "text": text}]
+            if structured:  # adaptive thinking comes first on current models
+                content.insert(0, {"type": "thinking", "thinking": "Planning the answer.",
+                                   "signature": "c3RhbmQtaW4="})
             stop = "end_turn"
         else:
             tool = (record.body.get("tool_choice") or {}).get("name") or record.body["tools"][0]["name"]

@@ -4,9 +4,11 @@ mechanism:
 - Ollama (`ollama` package): `/api/chat` with `format=<JSON schema>` (grammar-constrained decoding).
 - OpenAI (`openai` package): chat completions with `response_format` json_schema, strict. With a
   custom `base_url` it also talks to Ollama's (or vLLM's) OpenAI-compatible `/v1` endpoint.
-- Anthropic (`anthropic` package): one tool whose `input_schema` is the schema (`strict` where the
-  model supports it), forced with `tool_choice`, so the answer arrives as the tool call's `input`.
-  (This API version has no `temperature`; the model's default applies.)
+- Anthropic (`anthropic` package): structured outputs (`output_config.format` = json_schema), the
+  answer arriving as a text block. Current Sonnets (5.x) think by default and answer a forced
+  `tool_choice` with a 400, so forced tool use (the schema as the tool's `input_schema`, the answer
+  as the tool call's `input`) is the `anthropic_output="tool"` mode for older models and gateways.
+  (This SDK's Messages API has no `temperature`.)
 
 A provider starts an `Exchange` per role: `send()` returns a `Reply` (the parsed JSON, or why it
 did not parse, plus token usage); `add_repair()` appends the model's bad answer and the validation
@@ -18,8 +20,8 @@ transport guard stops them from retrying when the server asks for a longer wait 
 `max_retry_wait_s` (we fall through to the next provider instead), and turns "cannot connect" and
 "no answer within timeout_s" into immediate failures instead of retries after backoff, so a
 machine that is offline falls through to the next provider in milliseconds and a stuck one after
-one timeout. The Ollama client has no retries; 429/503 (busy) get the
-same small, retry-after-honouring loop here.
+one timeout. The Ollama client has no retries; 429/503 (busy) and 5xx get the same small,
+retry-after-honouring loop here.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ class Settings:
     connect_timeout_s: float = 1.0
     max_retries: int = 1
     max_retry_wait_s: float = 20.0
-    max_output_tokens: int = 4096
-    temperature: float = 0.7
+    max_output_tokens: int = 8192
+    temperature: float | None = None  # None: the model's default (reasoning models reject others)
     ollama_num_ctx: int = 8192
-    anthropic_strict_tool: bool = True
+    anthropic_output: str = "json_schema"  # or "tool" (forced tool use, for models before structured outputs)
+    anthropic_effort: str = ""  # output_config.effort (low | medium | high ...); empty: the model's default
 
 
 class ProviderError(Exception):
@@ -226,12 +229,14 @@ class OllamaProvider(Provider):
             try:
                 return self.client.chat(
                     model=self.model, messages=messages, format=schema, stream=False,
-                    options={"temperature": s.temperature, "num_predict": s.max_output_tokens,
-                             "num_ctx": s.ollama_num_ctx})
+                    options={"num_predict": s.max_output_tokens, "num_ctx": s.ollama_num_ctx,
+                             **({"temperature": s.temperature} if s.temperature is not None else {})})
             except ollama.ResponseError as error:
-                busy = error.status_code in (429, 503)
-                wait = self._last_retry_after if self._last_retry_after is not None else 1.0
-                if busy and attempt < s.max_retries and 0 <= wait <= s.max_retry_wait_s:
+                # Like the cloud SDKs: busy (429/503) and server errors (a crashed runner reloads) get
+                # max_retries more tries, after retry-after or an exponential backoff.
+                retryable = error.status_code in (429, 500, 502, 503, 504)
+                wait = self._last_retry_after if self._last_retry_after is not None else 0.5 * 2 ** attempt
+                if retryable and attempt < s.max_retries and 0 <= wait <= s.max_retry_wait_s:
                     time.sleep(wait)
                     continue
                 raise self._error(error) from None
@@ -369,7 +374,8 @@ class _OpenAIExchange(Exchange):
         limit = {"max_completion_tokens" if p.official else "max_tokens": s.max_output_tokens}
         try:
             response = p.client.chat.completions.create(
-                model=p.model, messages=self.messages, temperature=s.temperature,
+                model=p.model, messages=self.messages,
+                **({"temperature": s.temperature} if s.temperature is not None else {}),
                 response_format={"type": "json_schema",
                                  "json_schema": {"name": self.tool_name, "strict": True, "schema": self.schema}},
                 **limit)
@@ -438,12 +444,19 @@ class _AnthropicExchange(Exchange):
 
     def send(self) -> Reply:
         p, s = self.provider, self.provider.settings
+        if s.anthropic_output == "tool":
+            # Older models: the schema as a tool's input_schema, that tool forced.
+            mode: dict[str, Any] = {
+                "tools": [{"name": self.tool_name, "input_schema": self.schema,
+                           "description": "Record the answer. Call this exactly once with the complete answer."}],
+                "tool_choice": {"type": "tool", "name": self.tool_name, "disable_parallel_tool_use": True}}
+        else:
+            # Structured outputs: the answer is a text block that follows the schema.
+            mode = {"output_config": {"format": {"type": "json_schema", "schema": self.schema},
+                                      **({"effort": s.anthropic_effort} if s.anthropic_effort else {})}}
         try:
-            response = p.client.messages.create(
-                model=p.model, max_tokens=s.max_output_tokens, system=self.system, messages=self.messages,
-                tools=[{"name": self.tool_name, "input_schema": self.schema, "strict": s.anthropic_strict_tool,
-                        "description": "Record the answer. Call this exactly once with the complete answer."}],
-                tool_choice={"type": "tool", "name": self.tool_name, "disable_parallel_tool_use": True})
+            response = p.client.messages.create(model=p.model, max_tokens=s.max_output_tokens, system=self.system,
+                                                messages=self.messages, **mode)
         except TimedOut as error:
             raise ProviderError("timeout", str(error)) from None
         except Unreachable as error:
@@ -457,6 +470,15 @@ class _AnthropicExchange(Exchange):
         except anthropic.AnthropicError as error:
             raise ProviderError("error", _short(f"{type(error).__name__}: {error}")) from None
         usage = {"input_tokens": response.usage.input_tokens or 0, "output_tokens": response.usage.output_tokens or 0}
+        cut_off = f"the answer was cut off at {s.max_output_tokens} tokens; write less"
+        if response.stop_reason == "refusal":
+            raise ProviderError("refused", "the model declined to answer", **usage)
+        if s.anthropic_output != "tool":
+            text = "".join(b.text for b in response.content if b.type == "text").strip()
+            if response.stop_reason == "max_tokens":
+                return Reply(None, text, cut_off, **usage)
+            data, problem = parse_json(text)
+            return Reply(data, text, problem, **usage)
         call = next((b for b in response.content if b.type == "tool_use" and b.name == self.tool_name), None)
         if call is None:
             text = " ".join(getattr(b, "text", "") for b in response.content).strip()
@@ -464,8 +486,7 @@ class _AnthropicExchange(Exchange):
         raw = json.dumps(call.input, ensure_ascii=False)
         extra = {"tool_use": {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}}
         if response.stop_reason == "max_tokens":
-            return Reply(None, raw, f"the answer was cut off at {s.max_output_tokens} tokens; write less",
-                         extra=extra, **usage)
+            return Reply(None, raw, cut_off, extra=extra, **usage)
         return Reply(call.input, raw, None, extra=extra, **usage)
 
     def add_repair(self, reply: Reply, feedback: str) -> None:

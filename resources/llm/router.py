@@ -6,7 +6,7 @@ Three roles, each with a provider chain:
 | ------ | ----------------------------------------- | -------------------- |
 | usp    | hard branding: USP, benefits, proof, CTA  | OpenAI (GPT-4o)      |
 | draft  | the scene plan: acts, timing, copy, images | Ollama (Qwen2.5-7B)  |
-| refine | copy polish: narration, on-screen text, tone | Anthropic (Claude Sonnet) |
+| refine | copy polish: narration, on-screen text, tone | Anthropic (Claude Sonnet 5.5) |
 
 `JobSpec.engine_preference` picks the chains:
 
@@ -38,7 +38,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from dagster import ConfigurableResource
 from pydantic import Field, ValidationError
@@ -63,7 +63,7 @@ from .schema import (
 logger = logging.getLogger("sparklio.llm")
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-DEFAULT_MODELS = {"ollama": "qwen2.5:7b-instruct", "openai": "gpt-4o", "anthropic": "claude-sonnet-4-5"}
+DEFAULT_MODELS = {"ollama": "qwen2.5:7b-instruct", "openai": "gpt-4o", "anthropic": "claude-sonnet-5-5"}
 # USD per 1M tokens, [input, output]. A model matches its own name or the longest entry its name
 # starts with ("gpt-4o-2024-08-06" → "gpt-4o"). Models on Ollama cost nothing unless listed.
 DEFAULT_PRICES: dict[str, list[float]] = {
@@ -71,6 +71,9 @@ DEFAULT_PRICES: dict[str, list[float]] = {
     "gpt-4o-mini": [0.15, 0.60],
     "gpt-4.1": [2.00, 8.00],
     "gpt-4.1-mini": [0.40, 1.60],
+    "claude-sonnet-5-5": [2.00, 10.00],
+    "claude-sonnet-5": [2.00, 10.00],
+    "claude-sonnet-4-6": [3.00, 15.00],
     "claude-sonnet-4-5": [3.00, 15.00],
     "claude-sonnet-4": [3.00, 15.00],
     "claude-3-5-sonnet": [3.00, 15.00],
@@ -170,11 +173,14 @@ class LLMRouter(ConfigurableResource):
     connect_timeout_s: float = Field(default=1.0, description="an unreachable host fails over after this")
     max_retries: int = Field(default=1, description="SDK retries on 429/5xx/timeouts, honouring retry-after")
     max_retry_wait_s: float = Field(default=20.0, description="a longer retry-after moves on to the next provider")
-    max_output_tokens: int = 4096
-    temperature: float = 0.7
+    max_output_tokens: int = Field(default=8192, description="cap per answer (thinking included)")
+    temperature: Optional[float] = Field(default=None, description="empty: each model's default (GPT-5 and "
+                                                                   "Claude 5 reject other values)")
     ollama_num_ctx: int = Field(default=8192, description="Ollama context window (its default is too small)")
-    anthropic_strict_tool: bool = Field(default=True, description="strict tool use (Claude Sonnet 4.5 and later); "
-                                                                  "turn off for older models")
+    anthropic_output: str = Field(default="json_schema", description="json_schema (structured outputs) or tool "
+                                                                     "(forced tool use, for pre-4.5 models)")
+    anthropic_effort: str = Field(default="", description="output_config.effort (low | medium | high); "
+                                                          "empty: the model's default")
 
     # -------------------------------------------------------------- configuration
 
@@ -182,7 +188,8 @@ class LLMRouter(ConfigurableResource):
         return Settings(timeout_s=self.timeout_s, connect_timeout_s=self.connect_timeout_s,
                         max_retries=self.max_retries, max_retry_wait_s=self.max_retry_wait_s,
                         max_output_tokens=self.max_output_tokens, temperature=self.temperature,
-                        ollama_num_ctx=self.ollama_num_ctx, anthropic_strict_tool=self.anthropic_strict_tool)
+                        ollama_num_ctx=self.ollama_num_ctx, anthropic_output=self.anthropic_output,
+                        anthropic_effort=self.anthropic_effort)
 
     def resolved(self) -> dict[str, str]:
         """The effective hosts and models (no keys)."""
