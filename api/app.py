@@ -380,6 +380,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.monotonic()
         while True:
             snapshot = await anyio.to_thread.run_sync(lambda: jobs.status(load(job_id)))
+            if seen and snapshot.status in ("queued", "processing"):  # a progress bar never moves back
+                snapshot.progress = max(snapshot.progress, seen[-1])
             key = (snapshot.status, snapshot.current_step, snapshot.current_scene, snapshot.scenes_completed,
                    round(snapshot.progress, 2))
             if key != seen:

@@ -199,8 +199,8 @@ def status(job: Job, now: float | None = None) -> StatusResponse:
     expected: dict[str, float] = {}
     if record is not None:
         expected["startup"] = STARTUP_S
-    if kind == "regenerate" and record.scene_id in frames:
-        expected[record.scene_id] = expected_scene_s(frames[record.scene_id])
+    if kind == "regenerate" and record.scene_id:
+        expected[record.scene_id] = expected_scene_s(frames.get(record.scene_id, 0))
     else:
         expected["storyboard"] = STORYBOARD_S
         expected.update({s: expected_scene_s(frames[s]) for s in scene_ids})
@@ -253,8 +253,7 @@ def status(job: Job, now: float | None = None) -> StatusResponse:
         if stage == "startup":
             began = record.requested.timestamp()
         else:
-            run = latest[stage]
-            began = run.start or run.created.timestamp()
+            began = latest[stage].created.timestamp()  # not start_time: set later, it would move progress back
         elapsed, budget = max(0.0, now - began), exp * pace
         if elapsed <= 0.9 * budget:
             fraction = elapsed / budget
@@ -268,7 +267,7 @@ def status(job: Job, now: float | None = None) -> StatusResponse:
     eta: int | None = None
     if record is not None and record.canceled_at:
         value, step = "canceled", "canceled"
-    elif failed := [latest[s] for s in expected if states[s] == "failed"]:
+    elif failed := [r for r in latest.values() if r.status == DagsterRunStatus.FAILURE]:
         value, step = "failed", "failed"
         error = _failure(job.instance, failed[0])
     elif [s for s in expected if states[s] == "canceled"]:

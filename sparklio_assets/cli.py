@@ -104,16 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     remake.add_argument("job_id")
     remake.add_argument("scene_id")
     remake.add_argument("--out")
-    run = sub.add_parser("run-job", help="make the video of an existing job (the API's worker); skips a "
+    run_p = sub.add_parser("run-job", help="make the video of an existing job (the API's worker); skips a "
                                          "storyboard that is already materialized")
-    run.add_argument("job_id")
-    run.add_argument("--scene", help="only re-make this scene, then re-assemble")
-    run.add_argument("--out")
-    serve = sub.add_parser("serve", help="start the REST API (OpenAPI docs at /docs)")
-    serve.add_argument("--host", default=os.environ.get("SPARKLIO_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("SPARKLIO_PORT", "8000")))
-    serve.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
-    serve.add_argument("--log-level", default="info")
+    run_p.add_argument("job_id")
+    run_p.add_argument("--scene", help="only re-make this scene, then re-assemble")
+    run_p.add_argument("--out")
+    serve_p = sub.add_parser("serve", help="start the REST API (OpenAPI docs at /docs)")
+    serve_p.add_argument("--host", default=os.environ.get("SPARKLIO_HOST", "127.0.0.1"))
+    serve_p.add_argument("--port", type=int, default=int(os.environ.get("SPARKLIO_PORT", "8000")))
+    serve_p.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
+    serve_p.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
     try:

@@ -1,0 +1,384 @@
+"""The REST API end to end: the real app (TestClient, and `sparklio serve` as a process) against a
+real Dagster instance and artifact store in temp folders, with real detached workers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from fastapi.testclient import TestClient
+
+from api import worker
+from api.app import create_app
+from api.settings import Settings
+
+BRIEF = {
+    "brand_id": "2f0c6a2e-3c55-4d7e-9a57-2d1f3b8c9e10",
+    "product": "Daily Eye Care Moisturizer",
+    "target_audience": "20-30대 직장인",
+    "goal": "제품 인지도 + 전환",
+    "duration": 5,
+    "tone": "professional_warm",
+    "channels": ["instagram_reels", "youtube_shorts"],
+}
+TERMINAL = ("completed", "failed", "canceled")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("api_home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SPARKLIO_HOME", str(home))
+    patch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    for name in ("SPARKLIO_API_KEY", "SPARKLIO_CORS_ORIGINS", "SPARKLIO_PUBLIC_URL", "SPARKLIO_MAX_BODY_BYTES"):
+        patch.delenv(name, raising=False)
+    yield home
+    # No worker of this module may outlive it.
+    for lock in (home / "jobs").glob("*/worker/worker.json"):
+        record = worker.read_record(lock.parent.parent)
+        if record and record.pid and worker.is_running(lock.parent.parent):
+            os.killpg(record.pid, signal.SIGKILL)
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def client(home):
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def wait_for(client: TestClient, job_id: str, until, timeout: float = 150.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.get(f"/video/status/{job_id}").json()
+        if until(status):
+            return status
+        assert time.monotonic() < deadline, f"timed out waiting; last status {status}"
+        time.sleep(0.3)
+
+
+def sse_events(response) -> list[dict]:
+    events, current = [], {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in current:
+                events.append(current)
+            current = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(":")
+            current[key] = value.removeprefix(" ")
+    return events
+
+
+def live_processes_in_group(pgid: int) -> list[int]:
+    """Processes of the group that are not zombies (an orphan's zombie waits for init to reap it)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finished(client, home):
+    """brief → storyboard → generate (a real detached worker) → the event stream until completed."""
+    started = time.monotonic()
+    made = client.post("/video/storyboard", json=BRIEF)
+    assert made.status_code == 200, made.text
+    board = made.json()
+    job_id = board["storyboard_id"]
+    before = client.get(f"/video/status/{job_id}").json()
+    queued = client.post("/video/generate", json={"storyboard_id": job_id, "engine_preference": "local",
+                                                  "quality": "draft"})
+    assert queued.status_code == 202, queued.text
+    with client.stream("GET", f"/video/events/{job_id}", params={"interval": 0.3}) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(stream)
+    return {"job_id": job_id, "board": board, "before": before, "queued": queued.json(), "events": events,
+            "seconds": time.monotonic() - started, "job_dir": home / "jobs" / job_id}
+
+
+def test_health(client):
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["auth"] == "none"
+    assert body["instance"]["reachable"] and body["instance"]["run_storage"].startswith("Sqlite")
+    assert {(e["stage"], e["name"]) for e in body["engines"] if e["available"]} >= {
+        ("storyboard", "builtin"), ("image", "builtin"), ("motion", "kenburns"), ("assembly", "ffmpeg")}
+
+
+def test_storyboard_response_follows_the_spec(finished):
+    board = finished["board"]
+    assert set(board) >= {"storyboard_id", "storyboard", "estimated_cost", "estimated_time"}
+    plan = board["storyboard"]
+    assert plan["duration_seconds"] == 5 and plan["format"] == "9:16"
+    assert [s["id"] for s in plan["scenes"]] == [f"scene_{i:03d}" for i in range(1, len(plan["scenes"]) + 1)]
+    assert board["estimated_cost"] == 0.0 and 5 <= board["estimated_time"] <= 300
+    assert finished["before"]["status"] == "storyboard_ready"
+    assert finished["before"]["scenes_total"] == len(plan["scenes"])
+
+
+def test_generate_queues_and_the_event_stream_ends_completed(finished):
+    queued = finished["queued"]
+    assert queued["job_id"] == finished["job_id"] and queued["status"] == "queued"
+    assert queued["estimated_completion"].endswith("Z")
+    events = finished["events"]
+    assert all(e["event"] == "status" for e in events)
+    snapshots = [json.loads(e["data"]) for e in events]
+    assert snapshots[-1]["status"] == "completed" and snapshots[-1]["progress"] == 1.0
+    assert len(snapshots) >= 3, snapshots
+    assert "processing" in {s["status"] for s in snapshots}
+    progress = [s["progress"] for s in snapshots]
+    assert progress == sorted(progress), progress
+    steps = {s["current_step"] for s in snapshots}
+    assert {"generating_key_images", "assembling_video"} & steps, steps
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+
+
+def test_status_and_result_of_the_finished_job(client, finished):
+    job_id = finished["job_id"]
+    status = client.get(f"/video/status/{job_id}").json()
+    scenes = len(finished["board"]["storyboard"]["scenes"])
+    assert status | {"updated_at": None, "runs": None} == {
+        "job_id": job_id, "status": "completed", "progress": 1.0, "current_step": "completed",
+        "scenes_completed": scenes, "scenes_total": scenes, "eta_seconds": 0, "kind": "generate",
+        "current_scene": None, "error": None, "updated_at": None, "runs": None}
+    result = client.get(f"/video/result/{job_id}")
+    assert result.status_code == 200, result.text
+    body = result.json()
+    assert body["status"] == "completed"
+    assert body["video_url"].endswith(f"/video/files/{job_id}/ad.mp4")
+    assert body["thumbnail_url"].endswith(f"/video/files/{job_id}/thumbnail.jpg")
+    meta = body["metadata"]
+    assert abs(meta["duration"] - 5.0) <= 1 / 24 and meta["resolution"] == "1080x1920"
+    assert meta["scenes_count"] == scenes and meta["total_cost"] == 0.0
+    assert 0 < meta["generation_time"] < finished["seconds"] + 1
+    assert meta["engines"]["assembly"].startswith("ffmpeg")
+    job = json.loads((finished["job_dir"] / "job.json").read_text())
+    assert (job["quality"], job["engine_preference"]) == ("draft", "local")
+
+
+def test_every_stage_is_a_dagster_run_tagged_with_the_job(home, finished):
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(tags={"sparklio/job_id": finished["job_id"]}))
+    scenes = len(finished["board"]["storyboard"]["scenes"])
+    assert sorted(r.job_name for r in runs) == sorted(["storyboard_job", "final_video_job"] + ["scene_job"] * scenes)
+    assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
+
+
+def test_range_download_of_the_mp4(client, finished):
+    job_id = finished["job_id"]
+    video = finished["job_dir"] / "final" / "ad.mp4"
+    data = video.read_bytes()
+    url = client.get(f"/video/result/{job_id}").json()["video_url"]
+    part = client.get(url, headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206
+    assert part.headers["accept-ranges"] == "bytes"
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}"
+    assert part.content == data[100:1100]
+    tail = client.get(url, headers={"Range": "bytes=-16"})
+    assert tail.status_code == 206 and tail.content == data[-16:]
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
+    assert hashlib.sha256(whole.content).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert whole.content[4:8] == b"ftyp"
+    assert client.get(url, headers={"Range": f"bytes={len(data) + 10}-"}).status_code == 416
+    thumb = client.get(f"/video/files/{job_id}/thumbnail.jpg")
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+    assert client.head(url).headers["content-length"] == str(len(data))
+
+
+def test_a_restarted_api_still_knows_the_job(home, finished):
+    with TestClient(create_app()) as fresh:
+        status = fresh.get(f"/video/status/{finished['job_id']}").json()
+        assert status["status"] == "completed" and status["progress"] == 1.0
+        assert fresh.get(f"/video/result/{finished['job_id']}").status_code == 200
+        with fresh.stream("GET", f"/video/events/{finished['job_id']}") as stream:
+            events = sse_events(stream)
+        assert [json.loads(e["data"])["status"] for e in events] == ["completed"]
+
+
+def test_input_errors_name_the_field(client, finished):
+    bad = client.post("/video/storyboard", json={**BRIEF, "duration": 90})
+    assert bad.status_code == 422
+    body = bad.json()
+    assert body["errors"][0]["field"] == "duration" and "60" in body["errors"][0]["reason"]
+    assert body["detail"].startswith("duration: ") and "(got 90)" in body["detail"]
+
+    missing = client.post("/video/storyboard", json={k: v for k, v in BRIEF.items() if k != "product"}).json()
+    assert missing["errors"] == [{"field": "product", "location": "body", "reason": "Field required"}]
+    tone = client.post("/video/storyboard", json={**BRIEF, "tone": "Warm & Fuzzy"}).json()
+    assert tone["errors"][0]["field"] == "tone" and "snake_case" in tone["errors"][0]["reason"]
+    extra = client.post("/video/storyboard", json={**BRIEF, "budget": 3}).json()
+    assert extra["errors"][0]["field"] == "budget"
+    brand = client.post("/video/storyboard", json={**BRIEF, "brand": {"brand_id": "b", "name": "B",
+                                                                      "colors": ["red"]}}).json()
+    assert brand["errors"][0]["field"].startswith("brand.colors") and "hex" in brand["errors"][0]["reason"]
+    not_json = client.post("/video/storyboard", content=b"{nope", headers={"content-type": "application/json"})
+    assert not_json.status_code == 422 and "JSON" in not_json.json()["detail"]
+    quality = client.post("/video/generate", json={"storyboard_id": "abc123", "quality": "ultra"})
+    assert quality.status_code == 422 and quality.json()["errors"][0]["field"] == "quality"
+    interval = client.get(f"/video/events/{finished['job_id']}", params={"interval": 0})
+    assert interval.status_code == 422 and interval.json()["errors"][0] == {
+        "field": "interval", "location": "query", "reason": "Input should be greater than or equal to 0.2 (got '0')"}
+
+
+def test_unknown_ids_are_404(client, finished):
+    for method, path in [("GET", "/video/status/nosuchjob"), ("GET", "/video/result/nosuchjob"),
+                         ("GET", "/video/files/nosuchjob/ad.mp4"), ("GET", "/video/events/nosuchjob"),
+                         ("POST", "/video/cancel/nosuchjob"), ("POST", "/video/regenerate/nosuchjob/scenes/scene_001"),
+                         ("GET", "/video/status/NOT a job!"),
+                         ("POST", f"/video/regenerate/{finished['job_id']}/scenes/scene_009")]:
+        response = client.request(method, path)
+        assert response.status_code == 404, (path, response.text)
+        assert "detail" in response.json()
+    generate = client.post("/video/generate", json={"storyboard_id": "nosuchjob"})
+    assert generate.status_code == 404 and "nosuchjob" in generate.json()["detail"]
+
+
+def test_request_body_limit(client):
+    huge = {**BRIEF, "product": "x" * 70_000}
+    response = client.post("/video/storyboard", json=huge)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("path", [
+    "/video/files/{job}/job.json", "/video/files/{job}/..%2Fjob.json", "/video/files/{job}/%2e%2e%2fjob.json",
+    "/video/files/..%2F..%2Fjobs%2F{job}/ad.mp4", "/video/files/%2e%2e/ad.mp4", "/video/files/{job}/..",
+    "/video/files/{job}/final%2Fad.mp4", "/video/files/{job}/%2Fetc%2Fpasswd",
+])
+def test_downloads_cannot_escape_the_media_folder(client, finished, path):
+    response = client.get(path.format(job=finished["job_id"]))
+    assert response.status_code == 404, response.text
+    assert b"brand_id" not in response.content and b"root:" not in response.content
+
+
+def test_api_key_and_signed_urls(home, finished):
+    job_id = finished["job_id"]
+    with TestClient(create_app(Settings.from_env(api_key="s3cret", cors_origins=("https://studio.example",)))) as c:
+        assert c.get("/health").status_code == 200  # load balancers need no key
+        assert c.get(f"/video/status/{job_id}").status_code == 401
+        assert c.get(f"/video/status/{job_id}", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/video/storyboard", json=BRIEF).status_code == 401
+        ok = c.get(f"/video/result/{job_id}", headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        video_url = ok.json()["video_url"]
+        assert "sig=" in video_url and "expires=" in video_url
+        # A <video> tag sends no header: the signed URL alone is enough, for that file only.
+        assert c.get(video_url, headers={"Range": "bytes=0-9"}).status_code == 206
+        assert c.get(video_url.replace("ad.mp4", "thumbnail.jpg")).status_code == 401
+        assert c.get(video_url.replace("sig=", "sig=0")).status_code == 401
+        cors = c.options(f"/video/status/{job_id}", headers={
+            "Origin": "https://studio.example", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "X-API-Key"})
+        assert cors.headers["access-control-allow-origin"] == "https://studio.example"
+        other = c.get("/health", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_failed_job_says_which_step_failed_and_why(client, home):
+    job_id = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
+    job_dir = home / "jobs" / job_id
+    # The API's own launch path, asked for a scene the storyboard does not have.
+    worker.launch(job_dir, "regenerate", [job_id, "--scene", "scene_009"],
+                  {**os.environ, "SPARKLIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")},
+                  scene_id="scene_009")
+    status = wait_for(client, job_id, lambda s: s["status"] in TERMINAL, timeout=90)
+    assert status["status"] == "failed", status
+    assert status["error"]["stage"] == "scene_009" and status["error"]["step"] == "scene_key_image"
+    assert "scene_009 does not exist" in status["error"]["reason"]
+    result = client.get(f"/video/result/{job_id}")
+    assert result.status_code == 409 and result.json()["status"] == "failed"
+    assert "scene_009 does not exist" in result.json()["detail"]
+
+
+def test_regenerate_then_cancel_keeps_the_existing_video(client, finished):
+    job_id, job_dir = finished["job_id"], finished["job_dir"]
+    video = job_dir / "final" / "ad.mp4"
+    digest = sha(video)
+    busy = client.post(f"/video/regenerate/{job_id}/scenes/scene_002", json={"onscreen_text": "x" * 41})
+    assert busy.status_code == 422 and busy.json()["errors"][0]["field"] == "onscreen_text"
+    started = client.post(f"/video/regenerate/{job_id}/scenes/scene_002", json={"onscreen_text": "새 카피"})
+    assert started.status_code == 202, started.text
+    plan = json.loads((job_dir / "storyboard.json").read_text())
+    assert plan["scenes"][1]["onscreen_text"] == "새 카피"
+    again = client.post(f"/video/regenerate/{job_id}/scenes/scene_001")
+    assert again.status_code == 409
+    wait_for(client, job_id, lambda s: s["status"] == "processing" and s["runs"], timeout=60)
+    canceled = client.post(f"/video/cancel/{job_id}")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert not worker.is_running(job_dir)
+    assert client.post(f"/video/cancel/{job_id}").json()["status"] == "canceled"  # idempotent
+    with DagsterInstance.get() as instance:
+        statuses = {r.status for r in instance.get_runs(RunsFilter(tags={"sparklio/job_id": job_id}))}
+    assert statuses <= {DagsterRunStatus.SUCCESS, DagsterRunStatus.CANCELED}
+    assert DagsterRunStatus.CANCELED in statuses
+    assert sha(video) == digest, "cancel kept the video the job already had"
+    assert not list(job_dir.rglob(".*.part*"))
+    result = client.get(f"/video/result/{job_id}")
+    assert result.status_code == 409 and result.json()["status"] == "canceled"
+    assert result.json()["video_url"].split("?")[0].endswith(f"/video/files/{job_id}/ad.mp4")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_worker_outlives_the_api_and_cancel_kills_it(home):
+    """`sparklio serve` as its own process: generate, kill the server, the worker keeps going; a new
+    API process sees it and cancels it."""
+    port = _free_port()
+    env = {**os.environ, "SPARKLIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    server = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", "serve", "--port", str(port),
+                               "--log-level", "warning"], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()
+            assert time.monotonic() < deadline, "sparklio serve did not come up"
+            time.sleep(0.3)
+        job_id = httpx.post(f"{base}/video/storyboard", json=BRIEF, timeout=60).json()["storyboard_id"]
+        assert httpx.post(f"{base}/video/generate", json={"storyboard_id": job_id}, timeout=30).status_code == 202
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+    job_dir = home / "jobs" / job_id
+    assert worker.is_running(job_dir), "the worker survives the API"
+    pid = worker.read_record(job_dir).pid
+    with TestClient(create_app()) as fresh:
+        status = wait_for(fresh, job_id, lambda s: s["status"] in ("processing", *TERMINAL), timeout=60)
+        assert status["status"] == "processing", status
+        assert fresh.post("/video/generate", json={"storyboard_id": job_id}).status_code == 409
+        canceled = fresh.post(f"/video/cancel/{job_id}").json()
+        assert canceled["status"] == "canceled" and canceled["current_step"] == "canceled"
+        assert not worker.is_running(job_dir)
+        assert not live_processes_in_group(pid), "worker, ffmpeg and log tailers are all gone"
+        assert fresh.post(f"/video/cancel/{job_id}").status_code == 200
+        assert fresh.get(f"/video/status/{job_id}").json()["status"] == "canceled"
