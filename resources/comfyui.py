@@ -586,9 +586,9 @@ class ComfyUIClient:
                 continue
             last_poll = time.monotonic()
             entry = self.history(prompt_id)
-            if entry is not None and (entry.status.completed or entry.status.status_str in ("success", "error")):
+            if entry is not None:  # ComfyUI writes history once, when the job is over
                 return entry
-            if entry is None:
+            else:
                 running, pending = self.queue_ids()
                 if prompt_id in running or prompt_id in pending:
                     missing = 0
@@ -620,8 +620,11 @@ class ComfyUIClient:
 
     def outcome(self, prompt_id: str, entry: HistoryEntry) -> None:
         """Raise for a failed or interrupted job (they look alike; the last message tells)."""
-        if entry.status.status_str == "success" or (entry.status.completed and entry.status.status_str != "error"):
+        status = entry.status
+        if status.status_str == "success" or (status.completed and status.status_str != "error"):
             return
+        if not status.status_str and not status.messages and entry.outputs:
+            return  # servers before history `status` existed: outputs mean it ran
         last: dict[str, Any] = {}
         kind = ""
         for message in entry.status.messages:

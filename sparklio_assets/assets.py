@@ -26,7 +26,7 @@ from dagster import (
 from PIL import Image
 
 from resources.artifacts import ArtifactStore, atomic_path, write_model
-from resources.comfyui import ComfyError, ComfyLostJob, ComfyUIResource, ComfyUnavailable
+from resources.comfyui import ComfyError, ComfyLostJob, ComfyTimeout, ComfyUIResource, ComfyUnavailable
 from resources.ffmpeg import FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
 
@@ -138,8 +138,9 @@ def scene_key_image(context: AssetExecutionContext, store: ArtifactStore, comfy:
 
 def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
                      scene: Scene, path: Path) -> KeyImageRecord:
-    """ComfyUI key image. Unreachable worker: raise, so the RetryPolicy waits and tries again
-    (spec 8.2: the job waits for the GPU worker); a rejected graph or a failed job: fail now."""
+    """ComfyUI key image. Unreachable or overloaded worker (down, lost job, deadline): raise, so the
+    RetryPolicy waits and tries again (spec 8.2: the job waits for the GPU worker); a rejected
+    graph or a failed job would fail the same way again: fail now."""
     scene_id = scene.id
     reference = None  # premium: scene_001's generated picture steers the others' style (IPAdapter)
     first = layout.key_image_record_path(store, job.job_id, "scene_001")
@@ -150,7 +151,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
         return make_key_image(comfy, scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}",
                               out_path=path, quality=job.quality, job_id=job.job_id, style_reference=reference,
                               log=context.log.info)
-    except (ComfyUnavailable, ComfyLostJob) as error:
+    except (ComfyUnavailable, ComfyLostJob, ComfyTimeout) as error:
         attempt, attempts = _step_attempt(context), GENERATION_RETRY.max_retries + 1
         then = "Dagster will retry this step" if attempt < attempts else "no retries left"
         context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "

@@ -236,6 +236,10 @@ def _count_frames(path: Path) -> int:
 
     try:
         with av.open(str(path)) as container:
-            return sum(1 for _ in container.decode(video=0))
-    except (av.FFmpegError, OSError) as error:
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)  # it really decodes
+            if first is None:
+                return 0
+            return stream.frames or 1 + sum(1 for _ in container.decode(stream))
+    except (av.FFmpegError, OSError, IndexError) as error:
         raise ComfyError(f"clip {path} does not decode: {error}") from error
