@@ -92,7 +92,7 @@ def clean(servers, monkeypatch):
         server.reset()
     for name in ("OLLAMA_HOST", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
                  "ANTHROPIC_AUTH_TOKEN", "OLLAMA_API_KEY", "SPARKLIO_LLM_PRICES", "SPARKLIO_OLLAMA_MODEL",
-                 "SPARKLIO_OPENAI_MODEL", "SPARKLIO_ANTHROPIC_MODEL"):
+                 "SPARKLIO_OPENAI_MODEL", "SPARKLIO_ANTHROPIC_MODEL", "SPARKLIO_LLM"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -138,6 +138,16 @@ def test_no_servers_no_keys_is_the_builtin_plan_fast():
     assert f"{QWEN} offline" in engine and "no OPENAI_API_KEY" in engine and "no ANTHROPIC_API_KEY" in engine
     assert plan.metadata.estimated_cost == "$0.00"
     assert ("draft", "ollama", "first", "error") in outcomes(plan)
+
+
+def test_router_switched_off_asks_nobody(servers, monkeypatch):
+    monkeypatch.setenv("SPARKLIO_LLM", "off")
+    plan = router(servers).plan(job("hybrid", "premium"))
+    assert plan.metadata.planner_engine == "builtin (LLM router off: SPARKLIO_LLM=off)"
+    assert plan.metadata.llm_calls == [] and not any(s.requests for s in servers)
+    monkeypatch.delenv("SPARKLIO_LLM")
+    plan = router(servers, enabled=False).plan(job("hybrid"))
+    assert plan.metadata.planner_engine == "builtin (LLM router off: LLMRouter.enabled is false)"
 
 
 def test_offline_with_keys_falls_through_without_retry_backoff():
@@ -572,3 +582,26 @@ def test_storyboard_asset_run_against_the_standins(servers, tmp_path, monkeypatc
     assert meta["llm_seconds"] > 0 and meta["seconds"] >= meta["llm_seconds"]
     assert [c["role"] for c in meta["llm_calls"]] == ["draft", "refine"]
     assert f"| refine | {CLAUDE} | ok |" in meta["preview"]
+
+
+def test_the_project_definitions_plan_offline_with_the_builtin_planner(tmp_path, monkeypatch):
+    """`defs` as shipped (LLMRouter() reading the environment), no LLM reachable: builtin, and why."""
+    from sparklio_assets.definitions import defs
+    from sparklio_assets.pipeline import create_job, ensure_dagster_home
+
+    monkeypatch.setenv("OLLAMA_HOST", refused_url())
+    monkeypatch.setenv("SPARKLIO_HOME", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    ensure_dagster_home(tmp_path)
+    store = ArtifactStore(home=str(tmp_path))
+    with DagsterInstance.get() as instance:
+        create_job(JobSpec(job_id="offline-job", brief=BRIEF, brand=BRAND), instance, store)
+        result = defs.resolve_job_def("storyboard_job").execute_in_process(
+            instance=instance, partition_key="offline-job",
+            resources={"store": store}, raise_on_error=False)
+    assert result.success
+    plan = layout.read_storyboard(store, "offline-job")
+    assert plan.scenes == plan_storyboard(BRIEF, BRAND).scenes
+    assert plan.metadata.planner_engine.startswith(f"builtin (fallback: {QWEN} offline; openai: no OPENAI_API_KEY")
+    [materialization] = result.asset_materializations_for_node("storyboard")
+    assert materialization.metadata["seconds"].value < 2.0

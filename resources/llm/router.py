@@ -18,6 +18,8 @@ Three roles, each with a provider chain:
   models for every quality; `standard` adds the Claude copy refinement, `premium` also the
   GPT-4o USP extraction.
 
+`SPARKLIO_LLM=off` (or `enabled=False`) switches the router off: the built-in planner, no network.
+
 The draft decides; if no provider in its chain produces a valid plan, the built-in planner writes
 it. usp and refine only improve a plan: when they fail, the plan goes on without them. A provider
 that is not configured is skipped, one that failed is not asked again within the same plan, every
@@ -182,7 +184,17 @@ class LLMRouter(ConfigurableResource):
     anthropic_effort: str = Field(default="", description="output_config.effort (low | medium | high); "
                                                           "empty: the model's default")
 
+    enabled: bool = Field(default=True, description="False (or $SPARKLIO_LLM=off): always the built-in planner")
+
     # -------------------------------------------------------------- configuration
+
+    def disabled(self) -> str:
+        """Why the router is off ('' when it is on)."""
+        if not self.enabled:
+            return "LLMRouter.enabled is false"
+        if os.environ.get("SPARKLIO_LLM", "").strip().lower() in ("off", "0", "false", "no", "builtin"):
+            return "SPARKLIO_LLM=off"
+        return ""
 
     def settings(self) -> Settings:
         return Settings(timeout_s=self.timeout_s, connect_timeout_s=self.connect_timeout_s,
@@ -266,6 +278,10 @@ class _PlanRun:
 
     def plan(self) -> Storyboard:
         started = time.perf_counter()
+        off = self.router.disabled()
+        if off:
+            self.log.info(f"llm router: off ({off}); the built-in planner writes the storyboard")
+            return self.finish(plan_storyboard(self.brief, self.brand), f"builtin (LLM router off: {off})", started)
         route = route_for(self.job.engine_preference, self.job.quality)
         self.log.info(f"llm router: engine_preference={self.job.engine_preference}, quality={self.job.quality}; "
                       f"usp {_chain(route.usp)}, draft {_chain(route.draft)}, refine {_chain(route.refine)}")
