@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mimetypes
 import os
 import re
 import time
@@ -468,7 +469,8 @@ class ComfyUIClient:
         if overwrite:
             fields["overwrite"] = "true"
         response = self._request("POST", "/upload/image", data=fields,
-                                 files={"image": (name or Path(path).name, data, "image/png")})
+                                 files={"image": (name or Path(path).name, data,
+                                                  mimetypes.guess_type(str(path))[0] or "application/octet-stream")})
         if response.status_code != 200:
             raise ComfyError(f"ComfyUI refused the upload of {path} (HTTP {response.status_code}): {response.text[:200]}")
         body = response.json()

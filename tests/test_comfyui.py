@@ -416,11 +416,11 @@ def test_partially_valid_prompt_is_an_error_and_cancelled(client, server, tmp_pa
     g["20"] = {"class_type": "LoadImage", "inputs": {"image": "missing.png"}}
     g["21"] = {"class_type": "SaveImage", "inputs": {"images": ["20", 0], "filename_prefix": "x"}}
     server.faults.step_delay = 0.2
-    with pytest.raises(ComfyValidationError, match="accepted partially, cancelled"):
+    before = (server.counters.interrupts, server.counters.deletes)
+    with pytest.raises(ComfyValidationError, match="accepted partially, cancelled") as raised:
         client.submit(g, "cid")
-    time.sleep(0.3)
-    running, pending = client.queue_ids()
-    assert not pending and not running or server.counters.interrupts
+    assert [(i.node_id, i.type) for i in raised.value.issues] == [("20", "custom_validation_failed")]
+    assert (server.counters.interrupts, server.counters.deletes) != before, "the valid half was cancelled"
 
 
 def test_execution_error_is_final(client, server, tmp_path):
