@@ -147,11 +147,15 @@ def logo_template(scene: Scene, brand: BrandKit, product: str, language: str) ->
     return _gray(rgb.astype(np.uint8)), box
 
 
-def expected_logo_region(elements: list[str]) -> Box:
-    if "logo_bottom_right" in elements:
-        return Box(SAFE_CENTER_X, SAFE_AREA.top + (SAFE_AREA.bottom - SAFE_AREA.top) * 3 // 4,
-                   SAFE_AREA.right, SAFE_AREA.bottom)
-    return SAFE_AREA
+def logo_in_place(found: Box, elements: list[str]) -> bool:
+    """Inside the safe area (a few pixels of slack for the match); for logo_bottom_right, also
+    centred in its bottom-right quarter (a long logo may reach left of the middle)."""
+    slack = 6
+    inside = SAFE_AREA.contains(Box(found.left + slack, found.top + slack, found.right - slack, found.bottom - slack))
+    if "logo_bottom_right" not in elements:
+        return inside
+    cx, cy = (found.left + found.right) / 2, (found.top + found.bottom) / 2
+    return inside and cx >= SAFE_CENTER_X and cy >= SAFE_AREA.top + (SAFE_AREA.bottom - SAFE_AREA.top) * 3 / 4
 
 
 def find_logo(frame: np.ndarray, template: np.ndarray) -> tuple[float, Box]:
@@ -250,7 +254,6 @@ def _logo(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboa
         if made is None:
             continue
         template, designed = made
-        want = expected_logo_region(scene.brand_elements)
         where = "bottom_right" if "logo_bottom_right" in scene.brand_elements else "safe_area"
         frame = frames.get(samples[scene.id])
         if frame is None:
@@ -258,7 +261,7 @@ def _logo(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboa
             problems.append(f"{scene.id}: frame {samples[scene.id]} is missing from the video")
             continue
         score, found = find_logo(frame, template)
-        inside = want.contains(Box(found.left + 4, found.top + 4, found.right - 4, found.bottom - 4))
+        inside = logo_in_place(found, scene.brand_elements)
         scenes[scene.id] = {"expected": where, "score": round(score, 3), "found_at": [found.left, found.top],
                             "designed_at": [designed.left, designed.top], "in_region": inside}
         if score < LOGO_MIN_SCORE:

@@ -70,3 +70,70 @@ def executor_from_env():
     if choice == "celery":
         return celery_executor_def()
     raise ValueError(f"{EXECUTOR_ENV}={choice!r}: use 'celery', or leave it unset for the default executor")
+
+
+# ---------------------------------------------------------------- running one job on the cluster
+
+
+def execute_stage(job_name: str, partition_key: str, instance, tags: dict[str, str] | None = None,
+                  run_config: dict | None = None, module: str = "sparklio_assets.definitions") -> str:
+    """One run through the job's own executor (Celery when configured): unlike execute_in_process,
+    execute_job honours the executor, so the steps go to the workers. Returns the run id."""
+    from dagster import execute_job
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from .partitions import JOBS, SCENES
+
+    recon = ReconstructableRepository.for_module(module, "defs").get_reconstructable_job(job_name)
+    partitions = SCENES if job_name == "scene_job" else JOBS
+    result = execute_job(recon, instance, run_config=run_config,
+                         tags={**partitions.get_tags_for_partition_key(partition_key), **(tags or {})})
+    if not result.success:
+        raise RuntimeError(f"{job_name} [{partition_key}] failed (run {result.run_id})")
+    return result.run_id
+
+
+def run_job_distributed(job_id: str, instance, store, run_config: dict | None = None) -> list[tuple[str, str]]:
+    """storyboard → every scene → final video (+ checks), each a run whose steps the executor places:
+    what the chaining sensor does with the daemon, done here in order without one."""
+    from . import layout
+    from .partitions import scene_key
+    from .pipeline import JOB_TAG
+
+    tags = {JOB_TAG: job_id}
+    runs = [("storyboard", execute_stage("storyboard_job", job_id, instance, tags, run_config))]
+    for scene in layout.read_storyboard(store, job_id).scenes:
+        runs.append((scene.id, execute_stage("scene_job", str(scene_key(job_id, scene.id)), instance, tags, run_config)))
+    runs.append(("final_video", execute_stage("final_video_job", job_id, instance, tags, run_config)))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m sparklio_assets.distributed run JOB_ID   (the job must exist: sparklio / the API / a campaign)"""
+    import argparse
+
+    from dagster import DagsterInstance
+
+    from resources.artifacts import ArtifactStore
+
+    parser = argparse.ArgumentParser(prog="python -m sparklio_assets.distributed")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="make one existing job through the configured executor")
+    run.add_argument("job_id")
+    run.add_argument("--run-config", default="", help="run config as JSON (e.g. resource overrides)")
+    sub.add_parser("worker-config", help="print the workers' -y config for the current environment")
+    args = parser.parse_args(argv)
+    if args.command == "worker-config":
+        print(worker_config_yaml(), end="")
+        return 0
+    import json
+
+    with DagsterInstance.get() as instance:
+        for stage, run_id in run_job_distributed(args.job_id, instance, ArtifactStore(),
+                                                 json.loads(args.run_config) if args.run_config else None):
+            print(f"{stage}\t{run_id}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -110,3 +110,15 @@ def test_each_brand_check_catches_its_own_fault(made):
     failed = {o.name: o for o in inspect_video(store, moved) if not o.passed}
     assert set(failed) == {"logo_placement"}
     assert failed["logo_placement"].summary.startswith("scene_002: logo not found")
+
+
+def test_bottom_right_means_the_bottom_right_quarter_of_the_safe_area():
+    from sparklio_assets.checks import logo_in_place
+    from sparklio_assets.overlay import Box
+
+    assert logo_in_place(Box(651, 1410, 960, 1480), ["logo_bottom_right"])
+    assert logo_in_place(Box(424, 1410, 960, 1480), ["logo_bottom_right"])  # a long logo reaches past the middle
+    assert not logo_in_place(Box(120, 1410, 420, 1480), ["logo_bottom_right"])  # bottom-left
+    assert not logo_in_place(Box(651, 280, 960, 350), ["logo_bottom_right"])  # top-right
+    assert not logo_in_place(Box(700, 1500, 1000, 1570), ["logo_bottom_right"])  # under the platform's UI
+    assert logo_in_place(Box(337, 280, 703, 363), ["logo"])
