@@ -352,7 +352,13 @@ class _PlanRun:
             for attempt in ("first", "repair"):
                 started = time.perf_counter()
                 try:
-                    reply = exchange.send()
+                    try:
+                        reply = exchange.send()
+                    except ProviderError:
+                        raise
+                    except Exception as unexpected:  # noqa: BLE001 - the storyboard must still be written
+                        logger.exception(f"llm {role}: unexpected error from {provider.label}")
+                        raise ProviderError("error", f"{type(unexpected).__name__}: {unexpected}") from unexpected
                 except ProviderError as error:
                     self.record(role, provider, attempt, "error", time.perf_counter() - started, error=str(error),
                                 input_tokens=error.input_tokens, output_tokens=error.output_tokens)
