@@ -57,11 +57,20 @@ from .settings import Settings
 FILES = {"ad.mp4": ("video/mp4", layout.video_path), "thumbnail.jpg": ("image/jpeg", layout.thumbnail_path)}
 NO_CLOUD = "no cloud engine is configured on this server; the built-in engines make the video"
 
-ERRORS = {401: {"model": Problem, "description": "X-API-Key missing or wrong (when the server has a key)"},
-          422: {"model": ValidationProblem, "description": "a field is invalid; `detail` names it and the reason"}}
-NOT_FOUND = {404: {"model": Problem, "description": "no such job (or scene)"}}
-TOO_LARGE = {413: {"model": Problem, "description": "request body over the limit"}}
-BUSY = {409: {"model": Problem, "description": "the job is not in a state that allows this"}}
+
+
+def _json(model: type, description: str) -> dict:
+    """A JSON error response, also on routes whose success is not JSON (files, event stream)."""
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+
+
+ERRORS = {401: _json(Problem, "X-API-Key missing or wrong (when the server has a key)"),
+          422: _json(ValidationProblem, "a field is invalid; `detail` names it and the reason")}
+NOT_FOUND = {404: _json(Problem, "no such job (or scene)")}
+BODY = {400: _json(Problem, "the body could not be read (not UTF-8)"),
+        413: _json(Problem, "request body over the limit")}
+BUSY = {409: _json(Problem, "the job is not in a state that allows this")}
 
 
 JobId = Annotated[str, PathParam(description="the job id (= storyboard_id)", examples=["3f9a1c2b7d4e"])]
@@ -148,6 +157,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except jobs.NotFound as error:
             raise HTTPException(404, detail=str(error)) from None
 
+    def existing_job(job_id: JobId) -> jobs.Job:
+        return load(job_id)
+
     def worker_env() -> dict[str, str]:
         return {**os.environ, "SPARKLIO_HOME": str(Path(store.home).resolve()), "DAGSTER_HOME": str(dagster_home)}
 
@@ -190,7 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     video = APIRouter(prefix="/video", tags=["video"], dependencies=[Depends(require_api_key)],
                       responses={**ERRORS})
 
-    @video.post("/storyboard", response_model=StoryboardResponse, responses={**TOO_LARGE},
+    @video.post("/storyboard", response_model=StoryboardResponse, responses={**BODY},
                 summary="Brief → storyboard (spec 4.1)")
     def make_storyboard(request: Request, body: StoryboardRequest) -> StoryboardResponse:
         """Creates a job and materializes its `storyboard` asset (a Dagster run tagged with the job
@@ -198,7 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from sparklio_assets.definitions import defs
         from sparklio_assets.pipeline import PipelineError, _execute, create_job
 
-        spec = JobSpec(brief=body.brief(), brand=body.brand, quality="standard")
+        spec = JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard")
         create_job(spec, instance, store)
         try:
             with storyboard_lock:
@@ -238,7 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(409, detail=f"job {job.job_id} is already {current.status} "
                                             f"({current.current_step}); cancel it first or wait")
 
-    @video.post("/generate", response_model=GenerateResponse, status_code=202, responses={**NOT_FOUND, **BUSY, **TOO_LARGE},
+    @video.post("/generate", response_model=GenerateResponse, status_code=202, responses={**NOT_FOUND, **BUSY, **BODY},
                 summary="Storyboard → video, in a detached worker (spec 4.2)")
     def generate(request: Request, body: GenerateRequest) -> GenerateResponse:
         """Records the engine preference and quality in the job and starts `sparklio run-job` in its
@@ -339,7 +351,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return jobs.status(load(job_id))
 
     @video.post("/regenerate/{job_id}/scenes/{scene_id}", response_model=GenerateResponse, status_code=202,
-                responses={**NOT_FOUND, **BUSY, **TOO_LARGE}, summary="Re-make one scene and re-assemble")
+                responses={**NOT_FOUND, **BUSY, **BODY}, summary="Re-make one scene and re-assemble")
     def regenerate(request: Request, job_id: JobId,
                    scene_id: SceneId,
                    edit: Annotated[SceneEdit | None, Body()] = None) -> GenerateResponse:
@@ -372,7 +384,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @video.get("/events/{job_id}", response_class=EventSourceResponse, responses={**NOT_FOUND},
                summary="Progress as server-sent events")
     async def events(job_id: JobId, interval: Interval = 1.0,
-                     _exists: jobs.Job = Depends(lambda job_id: load(job_id))) -> AsyncIterator[ServerSentEvent]:
+                     _exists: jobs.Job = Depends(existing_job)) -> AsyncIterator[ServerSentEvent]:
         """`event: status` with a status snapshot (as `GET /video/status`) whenever it changes, until
         the job is completed, failed or canceled. `new EventSource(events_url)` in a page."""
         seen = None
@@ -394,4 +406,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.sleep(interval)
 
     app.include_router(video)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        """The generated schema plus the error bodies that `_json` refers to."""
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Problem, ValidationProblem):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

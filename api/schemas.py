@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sparklio_assets.models import (
+    HEX_COLOR,
     SNAKE,
     BrandElement,
     BrandKit,
@@ -39,6 +40,24 @@ BRAND_EXAMPLE = {
 }
 
 
+def _stripped(node: dict[str, Any]) -> None:
+    """These models strip surrounding whitespace before checking a string, so in the schema a
+    required string must contain a non-space character and patterns allow the padding."""
+    for option in node.get("anyOf", [node]):
+        if option.get("type") == "string":
+            if "pattern" in option:
+                option["pattern"] = "^\\s*" + option["pattern"].removeprefix("^").removesuffix("$") + "\\s*$"
+            elif option.get("minLength", 0) >= 1:
+                option["pattern"] = "\\S"
+        if option.get("type") == "array" and isinstance(option.get("items"), dict):
+            _stripped(option["items"])
+
+
+def _strip_aware(schema: dict[str, Any]) -> None:
+    for prop in schema.get("properties", {}).values():
+        _stripped(prop)
+
+
 def _precise_brief_schema(schema: dict[str, Any]) -> None:
     """Say in the schema what Brief's validators enforce, so clients (and the fuzzer) know."""
     props = schema.get("properties", {})
@@ -46,7 +65,21 @@ def _precise_brief_schema(schema: dict[str, Any]) -> None:
         props["tone"]["pattern"] = SNAKE.pattern
     if "channels" in props:
         props["channels"]["uniqueItems"] = True
+    _strip_aware(schema)
     schema["examples"] = [BRIEF_EXAMPLE, {**BRIEF_EXAMPLE, "duration": 5, "brand": BRAND_EXAMPLE}]
+
+
+def _precise_brand_schema(schema: dict[str, Any]) -> None:
+    colors = schema.get("properties", {}).get("colors", {})
+    colors.setdefault("items", {})["pattern"] = HEX_COLOR.pattern
+    _strip_aware(schema)
+    schema["examples"] = [BRAND_EXAMPLE]
+
+
+class BrandKitIn(BrandKit):
+    """The brand kit as a request body (the same fields as BrandKit)."""
+
+    model_config = ConfigDict(title="BrandKit", json_schema_extra=_precise_brand_schema)
 
 
 class StoryboardRequest(Brief):
@@ -54,10 +87,13 @@ class StoryboardRequest(Brief):
 
     model_config = ConfigDict(json_schema_extra=_precise_brief_schema)
 
-    brand: BrandKit | None = Field(default=None, description="the brand's colours, logo text and CTA")
+    brand: BrandKitIn | None = Field(default=None, description="the brand's colours, logo text and CTA")
 
     def brief(self) -> Brief:
         return Brief.model_validate(self.model_dump(exclude={"brand"}))
+
+    def brand_kit(self) -> BrandKit | None:
+        return BrandKit.model_validate(self.brand.model_dump()) if self.brand else None
 
 
 class StoryboardResponse(BaseModel):
@@ -90,8 +126,9 @@ class GenerateResponse(BaseModel):
 class SceneEdit(BaseModel):
     """Optional changes to the scene before it is re-made; fields left out stay as they are."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
-        {"onscreen_text": "10초 흡수, 8시간 보습", "motion_style": "slow zoom-in"}]})
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=lambda schema: (
+        _strip_aware(schema), schema.update(examples=[{"onscreen_text": "10초 흡수, 8시간 보습",
+                                                       "motion_style": "slow zoom-in"}])))
 
     onscreen_text: str | None = Field(default=None, max_length=40)
     narration: str | None = Field(default=None, max_length=200)

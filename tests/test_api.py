@@ -382,3 +382,47 @@ def test_serve_worker_outlives_the_api_and_cancel_kills_it(home):
         assert not live_processes_in_group(pid), "worker, ffmpeg and log tailers are all gone"
         assert fresh.post(f"/video/cancel/{job_id}").status_code == 200
         assert fresh.get(f"/video/status/{job_id}").json()["status"] == "canceled"
+
+
+# --- fuzz: every operation of the OpenAPI schema, in-process (ASGI), a few examples each ---
+# (schemathesis' pytest plugin, `from_fixture`, does not run under pytest 9: Hypothesis drives it here.)
+
+import schemathesis  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from schemathesis.generation.modes import GenerationMode  # noqa: E402
+
+FUZZ_EXAMPLES = 10
+
+
+def test_fuzz_the_openapi_schema(home, finished):
+    """All of schemathesis' checks (no 5xx, responses match the schema, bad input rejected, the
+    key enforced), schema-valid and schema-breaking data, against a keyed server."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings.from_env(api_key="fuzz-key")))
+    failures, ran, codes = [], [], {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        passes = [(GenerationMode.POSITIVE, {}), (GenerationMode.NEGATIVE, {})]
+        if operation.method.upper() == "GET" and "{job_id}" in operation.path:  # and a real, finished job
+            passes.append((GenerationMode.POSITIVE, {"job_id": finished["job_id"]}))
+        for mode, fixed in passes:
+            @given(case=operation.as_strategy(generation_mode=mode, path_parameters=fixed or None))
+            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=list(HealthCheck), print_blob=False)
+            def fuzz(case):
+                response = case.call_and_validate(headers={"X-API-Key": "fuzz-key"})
+                codes.setdefault(operation.label, set()).add(response.status_code)
+
+            if mode == GenerationMode.NEGATIVE and not (operation.path_parameters or operation.query
+                                                          or operation.body):
+                continue  # nothing to break
+            try:
+                fuzz()
+            except (Exception, BaseExceptionGroup) as error:  # collect every operation's problem, then report them all
+                failures.append(f"{operation.label} [{mode.value}{' real job' if fixed else ''}]: "
+                                f"{type(error).__name__}: {str(error)[:1500]}")
+            ran.append(f"{operation.label} [{mode.value}{' real job' if fixed else ''}]")
+    assert not failures, "\n\n".join(failures)
+    assert len(ran) >= 16, ran
+    assert 200 in codes["POST /video/storyboard"] and 422 in codes["POST /video/storyboard"], codes
+    assert 200 in codes["GET /video/status/{job_id}"] and 200 in codes["GET /video/events/{job_id}"], codes
+    print({label: sorted(c) for label, c in codes.items()})
