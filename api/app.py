@@ -108,6 +108,39 @@ def _problem_422(errors: list[FieldError]) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=422)
 
 
+class BodyLimit:
+    """413 with a JSON body when a request body is over the limit: at once for a declared
+    Content-Length, else as soon as the bytes received pass it (chunked uploads)."""
+
+    def __init__(self, app, max_body_bytes: int) -> None:
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    def _problem(self, size: str) -> str:
+        return f"request body is {size} bytes; the limit is {self.max_body_bytes}"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            body = Problem(detail=self._problem(str(int(length))))
+            await JSONResponse(body.model_dump(), status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:  # an HTTPException: FastAPI answers it as JSON
+                    raise HTTPException(413, detail=self._problem(f"over {self.max_body_bytes}"))
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     from dagster import DagsterInstance
@@ -125,7 +158,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Sparklio Studio API", version=_package_version(), lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         description="Brief in, vertical ad out (spec section 4). Every stage is a Dagster run tagged "
                     "`sparklio/job_id`; see them in the Dagster UI. Flow: `POST /video/storyboard` → "
                     "`POST /video/generate` → `GET /video/status/{job_id}` (or the event stream) → "
@@ -142,6 +174,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
             allow_headers=["X-API-Key", "Content-Type", "Range", "Last-Event-ID", "Cache-Control"],
             expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "ETag", "Last-Modified"])
+
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

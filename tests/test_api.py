@@ -258,6 +258,14 @@ def test_request_body_limit(client):
     huge = {**BRIEF, "product": "x" * 70_000}
     response = client.post("/video/storyboard", json=huge)
     assert response.status_code == 413
+    assert response.json()["detail"].endswith("the limit is 65536")
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(70):
+            yield b"x" * 1024
+
+    chunked = client.post("/video/storyboard", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and "limit is 65536" in chunked.json()["detail"]
 
 
 @pytest.mark.parametrize("path", [
