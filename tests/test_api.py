@@ -330,7 +330,9 @@ def test_regenerate_then_cancel_keeps_the_existing_video(client, finished):
     assert plan["scenes"][1]["onscreen_text"] == "새 카피"
     again = client.post(f"/video/regenerate/{job_id}/scenes/scene_001")
     assert again.status_code == 409
-    wait_for(client, job_id, lambda s: s["status"] == "processing" and s["runs"], timeout=60)
+    # Cancel in the middle of the re-assembly: the old video must survive it.
+    wait_for(client, job_id, lambda s: any(r["stage"] == "final_video" and r["status"] == "STARTED"
+                                           for r in s["runs"]) or s["status"] in TERMINAL, timeout=90)
     canceled = client.post(f"/video/cancel/{job_id}")
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     assert not worker.is_running(job_dir)
