@@ -48,7 +48,7 @@ from pydantic import ValidationError
 
 from resources.artifacts import ArtifactStore, write_model
 from sparklio_assets import layout
-from sparklio_assets.models import BrandKit, Brief, JobSpec, describe_validation_error
+from sparklio_assets.models import Brief, JobSpec, describe_validation_error
 from sparklio_assets.partitions import JOBS
 from sparklio_assets.pipeline import JOB_TAG
 
@@ -254,7 +254,7 @@ def storyboard_request(row: BriefRow, run_key_prefix: str = "campaign") -> RunRe
                       tags={JOB_TAG: job_id, CAMPAIGN_TAG: row.file, ROW_TAG: str(row.row), CHAIN_TAG: AUTO})
 
 
-def _report(log, collected: Collected, folder: Path) -> None:
+def _report(log, collected: Collected) -> None:
     for row in collected.bad:
         log.error(f"bad row skipped: {row.describe()}")
     for row in collected.existing:
@@ -288,7 +288,7 @@ def build_campaign_sensor(storyboard_job, minimum_interval_seconds: int = 30):
         instance = context.instance
         collected = collect(folder, lambda job_id: instance.has_dynamic_partition(JOBS.name, job_id),
                             _load_cursor(context.cursor))
-        _report(context.log, collected, folder)
+        _report(context.log, collected)
         for row in collected.new:
             write_job(store, row.spec)
         cursor = json.dumps({"files": collected.cursor}, sort_keys=True)
@@ -320,7 +320,7 @@ def build_recurring_schedule(storyboard_job, cron_schedule: str | None = None):
         instance = context.instance
         collected = collect(folder, lambda job_id: instance.has_dynamic_partition(JOBS.name, job_id),
                             salt=salt, settle_s=0)
-        _report(context.log, collected, folder)
+        _report(context.log, collected)
         if not collected.new:
             bad = f"; {len(collected.bad)} bad row(s) logged" if collected.bad else ""
             return SkipReason(f"no briefs to make for {salt} in {folder}{bad}")

@@ -125,8 +125,6 @@ def _worker_of_each_step(instance, run_ids: list[str]) -> list[tuple[str, str, s
 
 
 def test_a_job_through_celery_workers_gpu_steps_on_the_gpu_queue(cluster):
-    from dagster_postgres import DagsterPostgresStorage  # noqa: F401 (the instance's storage below)
-
     from resources.artifacts import ArtifactStore
     from sparklio_assets import layout
     from sparklio_assets.models import JobSpec
