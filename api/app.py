@@ -56,6 +56,39 @@ from .settings import Settings
 
 FILES = {"ad.mp4": ("video/mp4", layout.video_path), "thumbnail.jpg": ("image/jpeg", layout.thumbnail_path)}
 NO_CLOUD = "no cloud engine is configured on this server; the built-in engines make the video"
+CLOUD_ENGINES = ("openai", "anthropic", "comfyui")
+
+
+def _engines() -> list[EngineInfo]:
+    """Which engines this server's workers would use: configuration only (not probed), read the
+    same way the Dagster resources read it at run time."""
+    from resources.comfyui import ComfyUIResource
+    from resources.ffmpeg import FFmpegRunner
+    from resources.llm.router import LLMRouter
+
+    try:
+        ffmpeg = FFmpegRunner().exe()
+        ffmpeg_ok = Path(ffmpeg).is_file()
+    except Exception:  # report, don't fail: the health check shows it
+        ffmpeg, ffmpeg_ok = "", False
+
+    router = LLMRouter()
+    off = router.disabled()
+    engines = [EngineInfo(stage="storyboard", name="builtin", available=True,
+                          detail="five-act planner; the last fallback of the LLM router")]
+    for provider in router.providers().values():
+        why = off or provider.unavailable
+        engines.append(EngineInfo(stage="storyboard", name=provider.label, available=not why,
+                                  detail=why or "configured (not probed)"))
+    comfy = ComfyUIResource().base_url
+    comfy_detail = comfy or "SPARKLIO_COMFYUI_URL not set: standard/premium jobs use the built-in engines"
+    return engines + [
+        EngineInfo(stage="image", name="builtin", available=True, detail="brand-colour key images (draft quality)"),
+        EngineInfo(stage="image", name="comfyui", available=bool(comfy), detail=comfy_detail),
+        EngineInfo(stage="motion", name="kenburns", available=True, detail="Ken Burns per motion style; the fallback"),
+        EngineInfo(stage="motion", name="animatediff", available=bool(comfy), detail=comfy_detail),
+        EngineInfo(stage="assembly", name="ffmpeg", available=ffmpeg_ok, detail=Path(ffmpeg).name),
+    ]
 
 
 
@@ -204,8 +237,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def health() -> HealthResponse:
         import dagster
 
-        from resources.ffmpeg import FFmpegRunner
-
         info: dict = {"run_storage": type(instance.run_storage).__name__,
                       "event_log_storage": type(instance.event_log_storage).__name__}
         try:
@@ -213,18 +244,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             info["reachable"] = True
         except Exception as error:  # report, don't fail: that is what a health check is for
             info["reachable"], info["error"] = False, type(error).__name__
-        try:
-            ffmpeg = FFmpegRunner().exe()
-            ffmpeg_ok = Path(ffmpeg).is_file()
-        except Exception:
-            ffmpeg, ffmpeg_ok = "", False
-        engines = [
-            EngineInfo(stage="storyboard", name="builtin", available=True, detail="five-act planner"),
-            EngineInfo(stage="image", name="builtin", available=True, detail="brand-colour key images"),
-            EngineInfo(stage="motion", name="kenburns", available=True, detail="Ken Burns per motion style"),
-            EngineInfo(stage="assembly", name="ffmpeg", available=ffmpeg_ok, detail=Path(ffmpeg).name),
-            EngineInfo(stage="cloud", name="none", available=False, detail=NO_CLOUD),
-        ]
+        engines = _engines()
+        ffmpeg_ok = all(e.available for e in engines if e.stage == "assembly")
         slots = max(1, int(os.environ.get(worker.MAX_WORKERS_ENV) or worker.DEFAULT_MAX_WORKERS))
         folder = Path(store.home) / "worker-slots"
         busy = sum(1 for i in range(slots) if worker.is_running_lock(folder / f"slot-{i}.lock"))
@@ -296,7 +317,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise HTTPException(409, detail=f"job {job.job_id} has no storyboard yet")
             ensure_idle(job)
             jobs.write_spec(job, quality=body.quality, engine_preference=body.engine_preference)
-            warnings = [NO_CLOUD] if body.engine_preference in ("cloud", "hybrid") else []
+            cloud = [e for e in _engines() if e.available and e.name.split(":")[0] in CLOUD_ENGINES]
+            warnings = [NO_CLOUD] if body.engine_preference in ("cloud", "hybrid") and not cloud else []
             return launch(request, job, "generate", [job.job_id], None, warnings)
 
     @video.get("/status/{job_id}", response_model=StatusResponse, responses={**NOT_FOUND},

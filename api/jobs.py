@@ -20,6 +20,7 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from resources.artifacts import ArtifactStore, write_model
+from resources.llm.router import storyboard_cost_usd
 from sparklio_assets import layout
 from sparklio_assets.models import JobSpec, Storyboard, VideoRecord
 from sparklio_assets.pipeline import JOB_TAG
@@ -336,13 +337,9 @@ def generation_time(job: Job) -> float | None:
 
 
 def total_cost(plan: Storyboard | None) -> float:
-    """Money spent: the storyboard's LLM calls (the built-in engines cost nothing)."""
-    if plan is None:
-        return 0.0
-    calls = [c.get("cost") for c in plan.metadata.llm_calls if isinstance(c.get("cost"), (int, float))]
-    if calls:
-        return round(float(sum(calls)), 4)
-    return float(plan.metadata.estimated_cost.lstrip("$") or 0)
+    """Money spent: the storyboard's LLM calls (the built-in engines and the own GPU worker cost
+    nothing per job)."""
+    return storyboard_cost_usd(plan) if plan is not None else 0.0
 
 
 def video_record(job: Job) -> VideoRecord:

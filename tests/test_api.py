@@ -123,6 +123,10 @@ def test_health(client):
     assert body["instance"]["reachable"] and body["instance"]["run_storage"].startswith("Sqlite")
     assert {(e["stage"], e["name"]) for e in body["engines"] if e["available"]} >= {
         ("storyboard", "builtin"), ("image", "builtin"), ("motion", "kenburns"), ("assembly", "ffmpeg")}
+    offline = {e["name"]: e for e in body["engines"] if not e["available"]}
+    assert "SPARKLIO_COMFYUI_URL not set" in offline["comfyui"]["detail"]
+    assert offline["animatediff"]["detail"] == offline["comfyui"]["detail"]
+    assert all(offline[label]["detail"] == "SPARKLIO_LLM=off" for label in offline if ":" in label)
 
 
 def test_storyboard_response_follows_the_spec(finished):
