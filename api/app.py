@@ -181,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from sparklio_assets.pipeline import ensure_dagster_home
 
     store = ArtifactStore(**({"home": settings.home} if settings.home else {}))
-    dagster_home = ensure_dagster_home(Path(store.home))
+    dagster_home = ensure_dagster_home(store.folder)
     instance = DagsterInstance.get()
 
     @asynccontextmanager
@@ -228,7 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return load(job_id)
 
     def worker_env() -> dict[str, str]:
-        return {**os.environ, "SPARKLIO_HOME": str(Path(store.home).resolve()), "DAGSTER_HOME": str(dagster_home)}
+        return {**os.environ, "SPARKLIO_HOME": str(store.folder), "DAGSTER_HOME": str(dagster_home)}
 
     def estimate(plan: Storyboard) -> int:
         return round(jobs.expected_total_s(plan) * jobs.instance_pace(instance, store))
@@ -247,7 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engines = _engines()
         ffmpeg_ok = all(e.available for e in engines if e.stage == "assembly")
         slots = max(1, int(os.environ.get(worker.MAX_WORKERS_ENV) or worker.DEFAULT_MAX_WORKERS))
-        folder = Path(store.home) / "worker-slots"
+        folder = store.folder / "worker-slots"
         busy = sum(1 for i in range(slots) if worker.is_running_lock(folder / f"slot-{i}.lock"))
         ok = info["reachable"] and ffmpeg_ok
         return HealthResponse(status="ok" if ok else "degraded", version=_package_version(),

@@ -189,7 +189,7 @@ class ResultResponse(BaseModel):
         "video_url": "http://127.0.0.1:8000/video/files/3f9a1c2b7d4e/ad.mp4",
         "thumbnail_url": "http://127.0.0.1:8000/video/files/3f9a1c2b7d4e/thumbnail.jpg",
         "metadata": {"duration": 15.0, "resolution": "1080x1920", "scenes_count": 5, "total_cost": 0.0,
-                     "generation_time": 38.2, "engines": {"assembly": "ffmpeg libx264 medium"}, "fps": 24,
+                     "generation_time": 38.2, "engines": {"assembly": "ffmpeg libx264 veryfast"}, "fps": 24,
                      "bitrate": 8000000, "size_bytes": 15000000}}]})
 
     job_id: str

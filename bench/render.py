@@ -201,7 +201,7 @@ def end_to_end_child() -> dict[str, float]:
 
     started = time.perf_counter()
     store = ArtifactStore()
-    ensure_dagster_home(Path(store.home))
+    ensure_dagster_home(store.folder)
     instance = DagsterInstance.get()
     brief, brand = demo_inputs(15)
     spec = create_job(JobSpec(brief=brief, brand=brand), instance, store)

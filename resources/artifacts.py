@@ -51,11 +51,17 @@ def write_model(path: Path, model: BaseModel) -> Path:
 class ArtifactStore(ConfigurableResource):
     """Media files of every job under one home folder (SPARKLIO_HOME, default ~/.sparklio)."""
 
-    home: str = Field(default_factory=default_home)
+    home: str = Field(default="", description="empty: $SPARKLIO_HOME when used, else ~/.sparklio")
+
+    @property
+    def folder(self) -> Path:
+        """The home folder. Resolved when used, not when the resource is built: Definitions are
+        built at import, before a CLI option, an API setting or a test has set SPARKLIO_HOME."""
+        return Path(self.home or default_home()).expanduser().resolve()
 
     @property
     def root(self) -> Path:
-        return Path(self.home).expanduser().resolve() / "jobs"
+        return self.folder / "jobs"
 
     def job_dir(self, job_id: str) -> Path:
         path = (self.root / job_id).resolve()

@@ -65,7 +65,7 @@ LIST_SPLIT = re.compile(r"[;|,\s]+")
 
 
 def campaigns_dir(store: ArtifactStore) -> Path:
-    return Path(os.environ.get("SPARKLIO_CAMPAIGNS_DIR") or Path(store.home).expanduser() / "campaigns")
+    return Path(os.environ.get("SPARKLIO_CAMPAIGNS_DIR") or store.folder / "campaigns")
 
 
 def recurring_dir(store: ArtifactStore) -> Path:

@@ -60,7 +60,7 @@ def _session(out: str | None):
     from .pipeline import ensure_dagster_home
 
     store = ArtifactStore()
-    ensure_dagster_home(Path(store.home))
+    ensure_dagster_home(store.folder)
     return defs, DagsterInstance.get(), store
 
 
@@ -182,7 +182,7 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None) -> int:
 
     try:
         with worker.job_guard(job_dir), worker.worker_slot(
-                Path(store.home), on_wait=lambda: _print("waiting for a free worker slot")):
+                store.folder, on_wait=lambda: _print("waiting for a free worker slot")):
             _print(f"job {job_id}: {'re-making ' + scene_id if scene_id else 'generating'} (pid {os.getpid()})")
             if scene_id:
                 remake_scene(job_id, scene_id, defs, instance, store, report)
