@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from resources.artifacts import ArtifactStore, write_model
 from sparklio_assets import layout
+from sparklio_assets.checks import read_report
 from sparklio_assets.models import JobSpec, Storyboard
 
 from . import jobs, worker
@@ -341,15 +342,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             progress=current.progress, video_url=earlier)
             return JSONResponse(body.model_dump(mode="json"), status_code=409)
         record = jobs.video_record(job)
-        checks_file = store.final_dir(job_id) / "checks.json"
-        checks = None
-        if checks_file.is_file():
-            import json
-
-            try:
-                checks = json.loads(checks_file.read_text(encoding="utf-8"))
-            except ValueError:
-                checks = None
+        checks = read_report(store, job_id)
         return ResultResponse(
             job_id=job_id, video_url=url(request, f"/video/files/{job_id}/ad.mp4", signed=True),
             thumbnail_url=url(request, f"/video/files/{job_id}/thumbnail.jpg", signed=True),
@@ -357,7 +350,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     scenes_count=record.scenes_count, total_cost=jobs.total_cost(job.plan),
                                     generation_time=jobs.generation_time(job), engines=record.engines, fps=record.fps,
                                     bitrate=record.bitrate, size_bytes=record.size_bytes,
-                                    checks=checks if isinstance(checks, dict) else None))
+                                    checks=checks))
 
     def media_file(job_id: str, name: str) -> tuple[Path, str]:
         if name not in FILES or not jobs.JOB_ID.match(job_id):

@@ -62,10 +62,10 @@ FOLLOW_UP = {
 CTA_DEFAULT = {"ko": "지금 바로 만나보세요", "en": "Try it today"}
 VISUALS = {
     PURPOSES[0]: "close-up portrait of {audience_en}, soft lighting, cinematic, shallow depth of field",
-    PURPOSES[1]: "everyday scene showing the problem {product} solves, moody light, {tone} mood",
-    PURPOSES[2]: "premium product shot of {product}, clean studio light, brand colours {colors}",
-    PURPOSES[3]: "happy customer using {product}, natural light, authentic lifestyle photo",
-    PURPOSES[4]: "{product} package hero shot, bold composition, space for call to action",
+    PURPOSES[1]: "everyday scene showing the problem {product_en} solves, moody light, {tone} mood",
+    PURPOSES[2]: "premium product shot of {product_en}, clean studio light, brand colours {colors}",
+    PURPOSES[3]: "happy customer using {product_en}, natural light, authentic lifestyle photo",
+    PURPOSES[4]: "{product_en} package hero shot, bold composition, space for call to action",
 }
 MOODS = {"energetic": "upbeat_energetic", "playful": "upbeat_playful", "luxury": "elegant_minimal",
          "calm": "calm_inspiring", "warm": "calm_inspiring", "professional": "calm_inspiring"}
@@ -74,6 +74,34 @@ MOODS = {"energetic": "upbeat_energetic", "playful": "upbeat_playful", "luxury":
 def language_of(brief: Brief) -> str:
     text = " ".join((brief.product, brief.target_audience, brief.goal))
     return "ko" if HANGUL.search(text) else "en"
+
+
+# Image models' text encoders (CLIP) read English: the built-in planner writes image prompts in
+# English, glossing the Korean audience words marketers use most; anything else is described
+# generically rather than passed through as Hangul the model cannot read.
+AUDIENCE_EN = {"직장인": "office workers", "대학생": "university students", "학생": "students",
+               "주부": "homemakers", "엄마": "mothers", "부모": "parents", "시니어": "seniors",
+               "신혼부부": "newlyweds", "캠퍼": "campers", "운동": "active people"}
+GENDER_EN = {"남성": ("male", "men"), "여성": ("female", "women")}
+AGE = re.compile(r"(\d0)\s*(?:-|~|–)\s*(\d0)\s*대|(\d0)\s*대")
+
+
+def english_audience(audience: str) -> str:
+    """'20-30대 직장인' → 'office workers in their 20s to 30s'; English text is kept as is."""
+    if not HANGUL.search(audience):
+        return audience
+    found = [ko for ko in AUDIENCE_EN if ko in audience]
+    found = [ko for ko in found if not any(ko != other and ko in other for other in found)]  # 학생 in 대학생
+    gender = next((forms for ko, forms in GENDER_EN.items() if ko in audience), None)
+    if found:
+        subject = " and ".join(AUDIENCE_EN[ko] for ko in found)
+        subject = f"{gender[0]} {subject}" if gender else subject
+    else:
+        subject = gender[1] if gender else "people"
+    age = AGE.search(audience)
+    if age and age.group(1):
+        return f"{subject} in their {age.group(1)}s to {age.group(2)}s"
+    return f"{subject} in their {age.group(3)}s" if age else subject
 
 
 def scene_plan(duration: int) -> list[int]:
@@ -111,7 +139,8 @@ def plan_storyboard(brief: Brief, brand: BrandKit) -> Storyboard:
     weights = [ACTS[a].seconds if acts.index(a) == i else EXTRA_SCENE_SECONDS for i, a in enumerate(acts)]
     frames = split_frames(brief.duration * FPS, weights)
     values = {
-        "audience": brief.target_audience, "audience_en": brief.target_audience, "product": brief.product,
+        "audience": brief.target_audience, "audience_en": english_audience(brief.target_audience),
+        "product": brief.product, "product_en": brief.product if not HANGUL.search(brief.product) else "the product",
         "brand": brand.name, "goal": brief.goal, "tone": brief.tone.replace("_", " "),
         "colors": " and ".join(brand.colors), "cta": brand.cta_default or CTA_DEFAULT[lang],
     }

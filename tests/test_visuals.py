@@ -1,6 +1,7 @@
 """Models, planner, typography, motion and the renderer, checked on real pixels."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,15 @@ def test_planner_five_acts_scaled(duration, scenes):
     assert plan.scenes[0].purpose.startswith("Hook") and plan.scenes[-1].purpose == "CTA"
     assert plan.scenes[-1].onscreen_text == BRAND.cta_default
     assert all(s.image_prompt and s.onscreen_text for s in plan.scenes)
+
+
+def test_korean_brief_gets_english_image_prompts_and_korean_copy():
+    """Image models read English; the copy stays in the brief's language."""
+    brief = Brief.model_validate({**BRIEF, "product": "데일리 아이크림", "target_audience": "20-30대 직장인"})
+    plan = plan_storyboard(brief, BRAND)
+    assert not any(re.search("[\uac00-\ud7a3]", s.image_prompt) for s in plan.scenes), [s.image_prompt for s in plan.scenes]
+    assert "office workers in their 20s to 30s" in plan.scenes[0].image_prompt
+    assert any("데일리 아이크림" in s.onscreen_text + s.narration for s in plan.scenes)
 
 
 def _ink(text: str, size: int = 80) -> np.ndarray:
