@@ -264,13 +264,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Creates a job and materializes its `storyboard` asset (a Dagster run tagged with the job
         id). The returned `storyboard_id` is the job id used by every other endpoint."""
         from sparklio_assets.definitions import defs
-        from sparklio_assets.pipeline import PipelineError, _execute, create_job
+        from sparklio_assets.pipeline import PipelineError, create_job, make_storyboard
 
         spec = JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard")
         create_job(spec, instance, store)
         try:
             with storyboard_lock:
-                run_id = _execute(defs, "storyboard_job", spec.job_id, instance, spec.job_id, "storyboard")
+                run_id = make_storyboard(spec.job_id, defs, instance, store)
         except PipelineError as error:
             raise HTTPException(500, detail=str(error)) from None
         plan = layout.read_storyboard(store, spec.job_id)

@@ -159,12 +159,10 @@ def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
 def run_existing_job(job_id: str, scene_id: str | None, out: str | None) -> int:
     """The worker the API launches (`POST /video/generate`, `/video/regenerate/...`); also usable by
     hand. Every stage is a Dagster run tagged with the job id, which is how the API reports progress."""
-    from dagster import AssetKey
-
     from api import worker
 
     from . import layout
-    from .pipeline import PipelineError, StageReport, _execute, assemble, remake_scene
+    from .pipeline import PipelineError, StageReport, assemble, remake_scene, run_job
 
     if fd := os.environ.get(worker.LOCK_FD_ENV):
         os.set_inheritable(int(fd), False)  # the job lock stays with this process, not its children
@@ -186,14 +184,9 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None) -> int:
             _print(f"job {job_id}: {'re-making ' + scene_id if scene_id else 'generating'} (pid {os.getpid()})")
             if scene_id:
                 remake_scene(job_id, scene_id, defs, instance, store, report)
+                record = assemble(job_id, defs, instance, store, report)
             else:
-                materialized = job_id in instance.get_materialized_partitions(AssetKey("storyboard"))
-                if not (materialized and layout.storyboard_path(store, job_id).is_file()):
-                    run_id = _execute(defs, "storyboard_job", job_id, instance, job_id, "storyboard")
-                    report(StageReport("storyboard", run_id, 0.0, {}))
-                for scene in layout.read_storyboard(store, job_id).scenes:
-                    remake_scene(job_id, scene.id, defs, instance, store, report)
-            record = assemble(job_id, defs, instance, store, report)
+                record = run_job(job_id, defs, instance, store, report, reuse_storyboard=True)
     except worker.WorkerBusy as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

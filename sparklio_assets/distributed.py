@@ -62,23 +62,25 @@ def celery_executor_def():
     return celery_executor.configured(celery_config(), name="sparklio_celery")
 
 
-def executor_from_env():
-    """The executor every job uses: Celery when SPARKLIO_EXECUTOR=celery, else Dagster's default."""
+def cluster_executor() -> str | None:
+    """'celery' when SPARKLIO_EXECUTOR asks for it, None for Dagster's default (one machine)."""
     choice = (os.environ.get(EXECUTOR_ENV) or "").strip().lower()
     if choice in ("", "default", "multiprocess", "in_process"):
         return None
     if choice == "celery":
-        return celery_executor_def()
+        return choice
     raise ValueError(f"{EXECUTOR_ENV}={choice!r}: use 'celery', or leave it unset for the default executor")
 
 
-# ---------------------------------------------------------------- running one job on the cluster
+def executor_from_env():
+    """The executor every job uses: Celery when SPARKLIO_EXECUTOR=celery, else Dagster's default."""
+    return celery_executor_def() if cluster_executor() else None
 
 
-def execute_stage(job_name: str, partition_key: str, instance, tags: dict[str, str] | None = None,
-                  run_config: dict | None = None, module: str = "sparklio_assets.definitions") -> str:
-    """One run through the job's own executor (Celery when configured): unlike execute_in_process,
-    execute_job honours the executor, so the steps go to the workers. Returns the run id."""
+def execute_on_cluster(job_name: str, partition_key: str, instance, tags: dict[str, str], run_config: dict,
+                       module: str = "sparklio_assets.definitions"):
+    """One run through the job's own executor: unlike execute_in_process, execute_job honours it,
+    so the steps go to the workers (which load the same module)."""
     from dagster import execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
@@ -86,30 +88,15 @@ def execute_stage(job_name: str, partition_key: str, instance, tags: dict[str, s
 
     recon = ReconstructableRepository.for_module(module, "defs").get_reconstructable_job(job_name)
     partitions = SCENES if job_name == "scene_job" else JOBS
-    result = execute_job(recon, instance, run_config=run_config,
-                         tags={**partitions.get_tags_for_partition_key(partition_key), **(tags or {})})
-    if not result.success:
-        raise RuntimeError(f"{job_name} [{partition_key}] failed (run {result.run_id})")
-    return result.run_id
-
-
-def run_job_distributed(job_id: str, instance, store, run_config: dict | None = None) -> list[tuple[str, str]]:
-    """storyboard → every scene → final video (+ checks), each a run whose steps the executor places:
-    what the chaining sensor does with the daemon, done here in order without one."""
-    from . import layout
-    from .partitions import scene_key
-    from .pipeline import JOB_TAG
-
-    tags = {JOB_TAG: job_id}
-    runs = [("storyboard", execute_stage("storyboard_job", job_id, instance, tags, run_config))]
-    for scene in layout.read_storyboard(store, job_id).scenes:
-        runs.append((scene.id, execute_stage("scene_job", str(scene_key(job_id, scene.id)), instance, tags, run_config)))
-    runs.append(("final_video", execute_stage("final_video_job", job_id, instance, tags, run_config)))
-    return runs
+    return execute_job(recon, instance, run_config=run_config, raise_on_error=False,
+                       tags={**partitions.get_tags_for_partition_key(partition_key), **tags})
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m sparklio_assets.distributed run JOB_ID   (the job must exist: sparklio / the API / a campaign)"""
+    """python -m sparklio_assets.distributed run JOB_ID   (the job must exist: sparklio / the API / a campaign)
+
+    The same as `sparklio run-job`, with a run config (e.g. resource overrides) and one
+    `stage<TAB>run id` line per stage."""
     import argparse
 
     from dagster import DagsterInstance
@@ -128,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import json
 
+    from .definitions import defs
+    from .pipeline import run_job
+
     with DagsterInstance.get() as instance:
-        for stage, run_id in run_job_distributed(args.job_id, instance, ArtifactStore(),
-                                                 json.loads(args.run_config) if args.run_config else None):
-            print(f"{stage}\t{run_id}", flush=True)
+        run_job(args.job_id, defs, instance, ArtifactStore(),
+                on_stage=lambda stage: print(f"{stage.stage}\t{stage.run_id}", flush=True),
+                run_config=json.loads(args.run_config) if args.run_config else None)
     return 0
 
 

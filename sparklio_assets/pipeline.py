@@ -2,8 +2,9 @@
 each scene, and the final video as runs on the instance, so every run shows in the Dagster UI.
 
 A run targets one partitions definition, so a job takes 2 + N runs (storyboard, one per scene,
-final video). They run in-process here, one after the other: the CLI needs no daemon, and the
-stage reports come back as they finish.
+final video), one after the other: the CLI needs no daemon, and the stage reports come back as
+they finish. On one machine each run executes in this process; with SPARKLIO_EXECUTOR=celery its
+steps go to the Celery workers (sparklio_assets/distributed.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from dagster import DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions
 
 from resources.artifacts import ArtifactStore, write_model
 
-from . import layout
+from . import distributed, layout
 from .models import JobSpec, KeyImageRecord, MotionRecord, VideoRecord
 from .partitions import JOBS, scene_key
 
@@ -61,10 +62,14 @@ def create_job(spec: JobSpec, instance: DagsterInstance, store: ArtifactStore) -
 
 
 def _execute(defs: Definitions, job_name: str, partition_key: str, instance: DagsterInstance, job_id: str,
-             stage: str) -> str:
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, tags={JOB_TAG: job_id}, run_config=QUIET,
-        raise_on_error=False)
+             stage: str, run_config: dict | None = None) -> str:
+    config = {**QUIET, **(run_config or {})}
+    tags = {JOB_TAG: job_id}
+    if distributed.cluster_executor() is None:
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=partition_key, tags=tags, run_config=config, raise_on_error=False)
+    else:  # the configured executor (Celery) places the steps on its workers, so run the job through it
+        result = distributed.execute_on_cluster(job_name, partition_key, instance, tags, config)
     if not result.success:
         failures = result.get_step_failure_events()
         reason = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
@@ -74,33 +79,45 @@ def _execute(defs: Definitions, job_name: str, partition_key: str, instance: Dag
 
 
 def run_job(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
-            on_stage: Callable[[StageReport], None] = lambda _: None) -> VideoRecord:
-    """Materialize everything for one job; returns the final video's record."""
+            on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None,
+            reuse_storyboard: bool = False) -> VideoRecord:
+    """Materialize everything for one job; returns the final video's record. With
+    reuse_storyboard, a storyboard already materialized (by the API, say) is kept."""
+    planned = (reuse_storyboard and layout.storyboard_path(store, job_id).is_file()
+               and job_id in instance.get_materialized_partitions(AssetKey("storyboard")))
+    if not planned:
+        make_storyboard(job_id, defs, instance, store, on_stage, run_config)
+    for scene in layout.read_storyboard(store, job_id).scenes:
+        remake_scene(job_id, scene.id, defs, instance, store, on_stage, run_config)
+    return assemble(job_id, defs, instance, store, on_stage, run_config)
+
+
+def make_storyboard(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
+                    on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> str:
+    """Materialize the job's storyboard; returns the run id."""
     started = time.perf_counter()
-    run_id = _execute(defs, "storyboard_job", job_id, instance, job_id, "storyboard")
+    run_id = _execute(defs, "storyboard_job", job_id, instance, job_id, "storyboard", run_config)
     plan = layout.read_storyboard(store, job_id)
     on_stage(StageReport("storyboard", run_id, time.perf_counter() - started,
                          {"storyboard": plan.metadata.planner_engine}))
-    for scene in plan.scenes:
-        remake_scene(job_id, scene.id, defs, instance, store, on_stage)
-    return assemble(job_id, defs, instance, store, on_stage)
+    return run_id
 
 
 def assemble(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
-             on_stage: Callable[[StageReport], None] = lambda _: None) -> VideoRecord:
+             on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> VideoRecord:
     """(Re-)assemble the final video from the job's current scenes."""
     started = time.perf_counter()
-    run_id = _execute(defs, "final_video_job", job_id, instance, job_id, "final_video")
+    run_id = _execute(defs, "final_video_job", job_id, instance, job_id, "final_video", run_config)
     record = store.read(layout.video_record_path(store, job_id), VideoRecord)
     on_stage(StageReport("final_video", run_id, time.perf_counter() - started, {"assembly": record.engines["assembly"]}))
     return record
 
 
 def remake_scene(job_id: str, scene_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
-                 on_stage: Callable[[StageReport], None] = lambda _: None) -> None:
+                 on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> None:
     """(Re-)materialize one scene's key image and motion; the other scenes are not touched."""
     started = time.perf_counter()
-    run_id = _execute(defs, "scene_job", scene_key(job_id, scene_id), instance, job_id, scene_id)
+    run_id = _execute(defs, "scene_job", scene_key(job_id, scene_id), instance, job_id, scene_id, run_config)
     key = store.read(layout.key_image_record_path(store, job_id, scene_id), KeyImageRecord)
     motion = store.read(layout.motion_path(store, job_id, scene_id), MotionRecord)
     on_stage(StageReport(scene_id, run_id, time.perf_counter() - started,

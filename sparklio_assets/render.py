@@ -57,13 +57,18 @@ def to_i420(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
 
 
-def planes(i420: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y (HEIGHT x WIDTH), U and V (CH x CW) planes of an I420 buffer."""
+def planes(i420: np.ndarray, width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (height x width), U and V (half size) planes of an I420 buffer."""
     flat = i420.reshape(-1)
-    y = flat[:WIDTH * HEIGHT].reshape(HEIGHT, WIDTH)
-    u = flat[WIDTH * HEIGHT:WIDTH * HEIGHT + CW * CH].reshape(CH, CW)
-    v = flat[WIDTH * HEIGHT + CW * CH:].reshape(CH, CW)
-    return y, u, v
+    luma, quarter = width * height, (width // 2) * (height // 2)
+    return (flat[:luma].reshape(height, width), flat[luma:luma + quarter].reshape(height // 2, width // 2),
+            flat[luma + quarter:].reshape(height // 2, width // 2))
+
+
+def _yuv_planes(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U, V planes of a BGR picture of any even size."""
+    height, width = bgr.shape[:2]
+    return planes(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), width, height)
 
 
 def chroma_affine(m: np.ndarray) -> np.ndarray:
@@ -98,27 +103,24 @@ class _Overlay:
         rgba = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if rgba is None or rgba.shape[2] != 4:
             raise ValueError(f"overlay {path} is not an RGBA image")
-        ys, xs = np.nonzero(rgba[:, :, 3])
-        if len(ys) == 0:
+        x, y, w, h = cv2.boundingRect(rgba[:, :, 3])
+        if w == 0:
             return None
-        y0, x0 = ys.min() // 2 * 2, xs.min() // 2 * 2
-        y1, x1 = min(HEIGHT, (ys.max() + 2) // 2 * 2), min(WIDTH, (xs.max() + 2) // 2 * 2)
-        alpha = rgba[:, :, 3].astype(np.float32) / 255
-        bgr = np.ascontiguousarray(rgba[:, :, :3])
-        luma = planes(to_i420(bgr))[0]
+        y0, x0 = y // 2 * 2, x // 2 * 2
+        y1, x1 = min(HEIGHT, (y + h + 1) // 2 * 2), min(WIDTH, (x + w + 1) // 2 * 2)
+        box = rgba[y0:y1, x0:x1]
+        alpha = box[:, :, 3].astype(np.float32) / 255
+        bgr = np.ascontiguousarray(box[:, :, :3])
+        luma = _yuv_planes(bgr)[0]
         # Per-pixel chroma (the I420 conversion of a 2x nearest upscale), then averaged over each
         # 2x2 block weighted by alpha, so transparent pixels' colour never bleeds into the text.
-        doubled = cv2.resize(bgr, (WIDTH * 2, HEIGHT * 2), interpolation=cv2.INTER_NEAREST)
-        flat = cv2.cvtColor(doubled, cv2.COLOR_BGR2YUV_I420).reshape(-1)[WIDTH * HEIGHT * 4:]
-        full_u = flat[:WIDTH * HEIGHT].reshape(HEIGHT, WIDTH).astype(np.float32)
-        full_v = flat[WIDTH * HEIGHT:].reshape(HEIGHT, WIDTH).astype(np.float32)
+        _, full_u, full_v = _yuv_planes(cv2.resize(bgr, (bgr.shape[1] * 2, bgr.shape[0] * 2),
+                                                   interpolation=cv2.INTER_NEAREST))
         alpha_half = _half(alpha)
         safe = np.maximum(alpha_half, 1e-6)
-        u = np.clip(_half(full_u * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
-        v = np.clip(_half(full_v * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
-        h0, h1, w0, w1 = y0 // 2, y1 // 2, x0 // 2, x1 // 2
-        return cls(y0, y1, x0, x1, np.ascontiguousarray(luma[y0:y1, x0:x1]), alpha[y0:y1, x0:x1].copy(),
-                   u[h0:h1, w0:w1].copy(), v[h0:h1, w0:w1].copy(), alpha_half[h0:h1, w0:w1].copy())
+        u = np.clip(_half(full_u.astype(np.float32) * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
+        v = np.clip(_half(full_v.astype(np.float32) * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
+        return cls(y0, y1, x0, x1, luma.copy(), alpha, u, v, alpha_half)
 
     def apply(self, frame: np.ndarray, strength: float) -> None:
         """Blend into an I420 frame in place, `strength` 0..1 (the copy's fade-in)."""

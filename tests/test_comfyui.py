@@ -589,7 +589,7 @@ def test_standard_quality_run_uses_comfyui(server, dagster_home):
 
 
 def test_animatediff_failure_falls_back_to_ken_burns(server, dagster_home):
-    from sparklio_assets.pipeline import create_job, remake_scene, _execute
+    from sparklio_assets.pipeline import create_job, make_storyboard, remake_scene
 
     home, instance = dagster_home
     # A real misconfiguration that ComfyUI only catches at execution: an SDXL motion module on an
@@ -597,7 +597,7 @@ def test_animatediff_failure_falls_back_to_ken_burns(server, dagster_home):
     defs = _defs(_comfy(server.url, motion_checkpoint_sdxl="sd15_base.safetensors"), home)
     store = ArtifactStore(home=str(home))
     create_job(_job("comfy-fallback", "standard"), instance, store)
-    _execute(defs, "storyboard_job", "comfy-fallback", instance, "comfy-fallback", "storyboard")
+    make_storyboard("comfy-fallback", defs, instance, store)
     reports = []
     remake_scene("comfy-fallback", "scene_001", defs, instance, store, on_stage=reports.append)
     scene_dir = home / "jobs" / "comfy-fallback" / "scenes" / "scene_001"
@@ -614,13 +614,13 @@ def test_animatediff_failure_falls_back_to_ken_burns(server, dagster_home):
 
 
 def test_draft_never_calls_comfyui_even_when_it_is_down(dagster_home):
-    from sparklio_assets.pipeline import create_job, remake_scene, _execute
+    from sparklio_assets.pipeline import create_job, make_storyboard, remake_scene
 
     home, instance = dagster_home
     defs = _defs(_comfy(f"http://127.0.0.1:{free_port()}"), home)
     store = ArtifactStore(home=str(home))
     create_job(_job("draft-offline", "draft"), instance, store)
-    _execute(defs, "storyboard_job", "draft-offline", instance, "draft-offline", "storyboard")
+    make_storyboard("draft-offline", defs, instance, store)
     reports = []
     remake_scene("draft-offline", "scene_003", defs, instance, store, on_stage=reports.append)
     assert reports[0].engines == {"image": "builtin", "motion": "kenburns"}
