@@ -1,6 +1,7 @@
 """`sparklio`: make an ad from a brief on the command line, through Dagster.
 
     sparklio generate BRIEF.json [--brand BRAND.json] [--out DIR] [--quality draft|standard|premium]
+                                 [--engine auto|local|cloud|hybrid]
     sparklio demo [--out DIR]
     sparklio remake-scene JOB_ID SCENE_ID [--out DIR]
     sparklio run-job JOB_ID [--scene SCENE_ID] [--out DIR]   (the API's detached worker)
@@ -22,7 +23,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from .models import BrandKit, Brief, JobSpec, Quality, describe_validation_error
+from .models import BrandKit, Brief, EnginePreference, JobSpec, Quality, describe_validation_error
 
 EXIT_BAD_INPUT = 2
 
@@ -96,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("brief", type=Path)
     gen.add_argument("--brand", type=Path, help="brand kit JSON")
     gen.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
-    gen.add_argument("--quality", choices=get_args(Quality), default="draft")
+    gen.add_argument("--quality", choices=get_args(Quality), default="draft",
+                     help="draft: built-in engines; standard/premium: ComfyUI when configured")
+    gen.add_argument("--engine", choices=get_args(EnginePreference), default="auto",
+                     help="LLM route for the storyboard (local = Ollama only)")
     gen.add_argument("--job-id", help="name the job (default: random)")
     demo = sub.add_parser("demo", help="make the sample eye-cream ad shipped with the package")
     demo.add_argument("--out", default="demo_output")
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             brief = _load(args.brief, Brief, "brief")
             brand = _load(args.brand, BrandKit, "brand") if args.brand else None
             try:
-                spec = JobSpec(brief=brief, brand=brand, quality=args.quality,
+                spec = JobSpec(brief=brief, brand=brand, quality=args.quality, engine_preference=args.engine,
                                **({"job_id": args.job_id} if args.job_id else {}))
             except ValidationError as error:
                 raise InputError(describe_validation_error(error, "job")) from None
