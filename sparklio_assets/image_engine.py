@@ -37,7 +37,7 @@ def _palette(brand: BrandKit) -> tuple[tuple[int, ...], tuple[int, ...], tuple[i
 def _gradient(top: tuple[int, ...], bottom: tuple[int, ...]) -> Image.Image:
     t = np.linspace(0.0, 1.0, HEIGHT, dtype=np.float32)[:, None, None] ** 1.3
     rows = np.array(top, np.float32) * (1 - t) + np.array(bottom, np.float32) * t
-    return Image.fromarray(np.repeat(rows, WIDTH, axis=1).astype(np.uint8), "RGB")
+    return Image.fromarray(np.repeat(rows, WIDTH, axis=1).astype(np.uint8))
 
 
 def _glow(size: tuple[int, int], center: tuple[int, int], radius: int, color: tuple[int, ...], alpha: int) -> Image.Image:
@@ -58,8 +58,9 @@ def _bokeh(img: Image.Image, rng: random.Random, color: tuple[int, ...], count: 
 
 
 def _product_pack(img: Image.Image, product: str, dark: tuple[int, ...], light: tuple[int, ...],
-                  accent: tuple[int, ...], center_y: int) -> Image.Image:
-    """A bottle with cap, shading and label, drawn at 2x and scaled down for smooth edges."""
+                  accent: tuple[int, ...], center_y: int, scale: float = 1.0) -> Image.Image:
+    """A bottle with cap, shading and label, drawn at 2x and scaled down for smooth edges;
+    `scale` shrinks it where the overlay needs room (the CTA button)."""
     s = 2
     w, h = 300, 560
     pack = Image.new("RGBA", ((w + 80) * s, (h + 200) * s), (0, 0, 0, 0))
@@ -73,7 +74,7 @@ def _product_pack(img: Image.Image, product: str, dark: tuple[int, ...], light: 
     profile = 1 - 0.55 * np.abs(shade - 0.32) ** 0.8  # highlight left of centre: a lit cylinder
     col = np.array(dark, np.float32)[None, :] * 0.55 + np.array(light, np.float32)[None, :] * 0.45
     row = np.clip(col * profile[:, None] * 1.25, 0, 255).astype(np.uint8)
-    body_rgb = Image.fromarray(np.repeat(row[None, :, :], h * s, axis=0), "RGB").convert("RGBA")
+    body_rgb = Image.fromarray(np.repeat(row[None, :, :], h * s, axis=0)).convert("RGBA")
     mask = Image.new("L", (w * s, h * s), 0)
     ImageDraw.Draw(mask).rounded_rectangle((0, 0, w * s - 1, h * s - 1), radius=60 * s, fill=255)
     body.paste(body_rgb, (ox, oy), mask)
@@ -88,12 +89,13 @@ def _product_pack(img: Image.Image, product: str, dark: tuple[int, ...], light: 
     for line in lines:
         d.text((ox + (w * s - face.getlength(line)) / 2, y), line, font=face, fill=(*dark, 255))
         y += line_h
-    pack = pack.resize((pack.width // s, pack.height // s), Image.LANCZOS)
+    pack = pack.resize((round(pack.width * scale / s), round(pack.height * scale / s)), Image.LANCZOS)
     shadow = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    ImageDraw.Draw(shadow).ellipse((WIDTH / 2 - 210, center_y + h / 2 - 10, WIDTH / 2 + 210, center_y + h / 2 + 60),
-                                   fill=(0, 0, 0, 110))
-    img = Image.alpha_composite(img, shadow.filter(ImageFilter.GaussianBlur(22)))
-    img.alpha_composite(pack, (WIDTH // 2 - pack.width // 2, int(center_y - h / 2 - 150)))
+    floor = center_y + h / 2 * scale
+    ImageDraw.Draw(shadow).ellipse((WIDTH / 2 - 210 * scale, floor - 10 * scale, WIDTH / 2 + 210 * scale,
+                                    floor + 60 * scale), fill=(0, 0, 0, 110))
+    img = Image.alpha_composite(img, shadow.filter(ImageFilter.GaussianBlur(22 * scale)))
+    img.alpha_composite(pack, (WIDTH // 2 - pack.width // 2, round(center_y - (h / 2 + 150) * scale)))
     return img
 
 
@@ -135,7 +137,9 @@ def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str) -> 
     img = _bokeh(img, rng, _mix(light, accent, 0.3), 16)
     img = Image.alpha_composite(img, _glow(img.size, (WIDTH // 2, 1150), 520, _mix(light, (255, 255, 255), 0.5), 150))
 
-    if "product_3d" in scene.brand_elements or purpose.startswith(("solution", "cta")):
+    if "cta_button" in scene.brand_elements:  # smaller, between the headline and the CTA button (overlay.py)
+        img = _product_pack(img, product, dark, light, accent, center_y=1095, scale=0.66)
+    elif "product_3d" in scene.brand_elements or purpose.startswith(("solution", "cta")):
         img = _product_pack(img, product, dark, light, accent, center_y=1290)
     elif purpose.startswith("social"):
         img = _cards(img, rng, light, accent)

@@ -4,11 +4,13 @@ import json
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+from sparklio_assets.image_engine import render_key_image
 from sparklio_assets.models import BrandKit, Brief, MotionRecord, Scene, Storyboard, describe_validation_error
 from sparklio_assets.motion import affine, pose
 from sparklio_assets.overlay import SAFE_AREA, render_overlay
@@ -64,6 +66,18 @@ def test_korean_brief_gets_english_image_prompts_and_korean_copy():
     assert not any(re.search("[\uac00-\ud7a3]", s.image_prompt) for s in plan.scenes), [s.image_prompt for s in plan.scenes]
     assert "office workers in their 20s to 30s" in plan.scenes[0].image_prompt
     assert any("데일리 아이크림" in s.onscreen_text + s.narration for s in plan.scenes)
+
+
+def test_cta_button_does_not_cover_the_product():
+    """The CTA scene's bottle sits between the headline and the button: under the button's box the
+    key image is soft background (no label text or bottle edge)."""
+    brief = Brief.model_validate(BRIEF)
+    scene = plan_storyboard(brief, BRAND).scenes[-1]
+    _, placed = render_overlay(scene, BRAND, brief.product, "ko")
+    box = placed.cta_box
+    key = np.asarray(render_key_image(scene, BRAND, brief.product, seed="cta").convert("L"))
+    edges = np.abs(cv2.Laplacian(key[box.top:box.bottom, box.left:box.right], cv2.CV_32F))
+    assert edges.max() < 40, f"sharp detail under the CTA button (max Laplacian {edges.max():.0f})"
 
 
 def _ink(text: str, size: int = 80) -> np.ndarray:
