@@ -15,13 +15,12 @@ from sensors.chain import build_chain_sensor
 from .assets import final_video, scene_key_image, scene_motion_clip, storyboard
 from .checks import ASSET_CHECKS
 from .distributed import executor_from_env
-from .partitions import JOBS, SCENES
 
-storyboard_job = define_asset_job("storyboard_job", selection=[storyboard], partitions_def=JOBS,
-                                  description="Plan one job's scenes.")
-scene_job = define_asset_job("scene_job", selection=[scene_key_image, scene_motion_clip], partitions_def=SCENES,
+# Each job's partitioning (JOBS, or SCENES for scene_job) is inferred from the assets it selects.
+storyboard_job = define_asset_job("storyboard_job", selection=[storyboard], description="Plan one job's scenes.")
+scene_job = define_asset_job("scene_job", selection=[scene_key_image, scene_motion_clip],
                              description="Make (or re-make) one scene: key image, then motion.")
-final_video_job = define_asset_job("final_video_job", selection=[final_video], partitions_def=JOBS,
+final_video_job = define_asset_job("final_video_job", selection=[final_video],
                                    description="Assemble one job's current scenes into the finished MP4.")
 
 defs = Definitions(
