@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from resources.artifacts import ArtifactStore, write_model
 from sparklio_assets import layout
 from sparklio_assets.checks import read_report
+from sparklio_assets.formats import MASTER, SIZES
 from sparklio_assets.models import JobSpec, Storyboard
 
 from . import jobs, worker
@@ -55,7 +56,9 @@ from .schemas import (
 from .security import require_api_key, sign
 from .settings import Settings
 
-FILES = {"ad.mp4": ("video/mp4", layout.video_path), "thumbnail.jpg": ("image/jpeg", layout.thumbnail_path)}
+FILES = {"ad.mp4": ("video/mp4", layout.video_path), "thumbnail.jpg": ("image/jpeg", layout.thumbnail_path),
+         **{layout.rendition_name(fmt): ("video/mp4", lambda store, job_id, fmt=fmt: layout.rendition_path(store, job_id, fmt))
+            for fmt in SIZES if fmt != MASTER}}
 NO_CLOUD = "no cloud engine is configured on this server; the built-in engines make the video"
 CLOUD_ENGINES = ("openai", "anthropic", "comfyui")
 
@@ -109,7 +112,9 @@ BUSY = {409: _json(Problem, "the job is not in a state that allows this")}
 
 JobId = Annotated[str, PathParam(description="the job id (= storyboard_id)", examples=["3f9a1c2b7d4e"])]
 SceneId = Annotated[str, PathParam(description="scene_001 ...", examples=["scene_003"])]
-FileName = Annotated[str, PathParam(description="ad.mp4 or thumbnail.jpg", examples=["ad.mp4"])]
+FileName = Annotated[str, PathParam(description="ad.mp4, thumbnail.jpg, or a rendition (ad_4x5.mp4, ad_1x1.mp4, "
+                                                "ad_16x9.mp4) when the brief's channels asked for it",
+                                    examples=["ad.mp4"])]
 Interval = Annotated[float, Query(ge=0.2, le=30, description="seconds between checks")]
 
 
@@ -350,7 +355,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                     scenes_count=record.scenes_count, total_cost=jobs.total_cost(job.plan),
                                     generation_time=jobs.generation_time(job), engines=record.engines, fps=record.fps,
                                     bitrate=record.bitrate, size_bytes=record.size_bytes,
-                                    checks=checks))
+                                    checks=checks,
+                                    renditions={fmt: url(request, f"/video/files/{job_id}/{layout.rendition_name(fmt)}",
+                                                         signed=True) for fmt in record.renditions}))
 
     def media_file(job_id: str, name: str) -> tuple[Path, str]:
         if name not in FILES or not jobs.JOB_ID.match(job_id):

@@ -181,6 +181,8 @@ class ResultMetadata(BaseModel):
     bitrate: int
     size_bytes: int
     checks: dict[str, Any] | None = Field(default=None, description="quality checks, when the pipeline wrote them")
+    renditions: dict[str, str] = Field(default_factory=dict, description="format (4:5, 1:1, 16:9) → download URL, "
+                                                                         "for the feed channels the brief names")
 
 
 class ResultResponse(BaseModel):

@@ -38,7 +38,8 @@ from .models import FPS, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboar
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
 from .planner import language_of
-from .render import SceneInput, frames_bgr, frames_i420
+from .formats import SIZES, renditions_for
+from .render import SceneInput, frames_bgr, frames_i420, reframe
 from .video_probe import probe
 
 # Spec 8.1: generation steps get 3 tries with exponential backoff.
@@ -240,7 +241,8 @@ def _write_preview(scene: SceneInput, path: Path) -> Image.Image:
 
 
 @asset(partitions_def=JOBS, deps=[AssetDep(scene_motion_clip, partition_mapping=SCENES_TO_JOB)], group_name="ad",
-       kinds={"ffmpeg"}, description="The finished 1080x1920 H.264 ad and its JPEG thumbnail.")
+       kinds={"ffmpeg"}, description="The finished 1080x1920 H.264 ad, its JPEG thumbnail, and 4:5 / 1:1 / 16:9 "
+                                     "renditions for the feed channels the brief names.")
 def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FFmpegRunner) -> MaterializeResult:
     started = time.perf_counter()
     job_id = context.partition_key
@@ -255,6 +257,14 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
 
     video_path, thumb_path = layout.video_path(store, job_id), layout.thumbnail_path(store, job_id)
     ffmpeg.encode_i420(lambda: frames_i420(scenes), WIDTH, HEIGHT, FPS, video_path, log=context.log.warning)
+    renditions = {}
+    for fmt in renditions_for(layout.read_job(store, job_id).brief.channels):
+        width, height = SIZES[fmt]
+        path = layout.rendition_path(store, job_id, fmt)
+        ffmpeg.encode_i420(lambda: reframe(frames_i420(scenes), width, height), width, height, FPS, path,
+                           log=context.log.warning)
+        renditions[fmt] = str(path)
+        context.log.info(f"rendition {fmt} ({width}x{height}) for the brief's channels: {path}")
     thumbnail = _thumbnail(scenes)
     with atomic_path(thumb_path) as tmp:
         thumbnail.save(tmp, "JPEG", quality=90)
@@ -269,7 +279,7 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     record = VideoRecord(job_id=job_id, video_path=str(video_path), thumbnail_path=str(thumb_path),
                          duration=info.duration, resolution=f"{info.width}x{info.height}", fps=info.fps,
                          bitrate=info.bit_rate, size_bytes=video_path.stat().st_size, scenes_count=len(scenes),
-                         engines=engines, seconds=round(time.perf_counter() - started, 3))
+                         engines=engines, seconds=round(time.perf_counter() - started, 3), renditions=renditions)
     write_model(layout.video_record_path(store, job_id), record)
     context.log.info(f"final video {video_path}: {record.duration:.3f} s {record.resolution} "
                      f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
@@ -287,6 +297,7 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
         "scenes": record.scenes_count,
         "seconds": record.seconds,
         "engines": MetadataValue.json(engines),
+        "renditions": MetadataValue.json(renditions),
         "preview": image_markdown(thumbnail, caption=plan.title),
     })
 

@@ -87,6 +87,8 @@ def generate(spec: JobSpec, out: str | None) -> int:
     _print(f"  {record.duration:.2f} s, {record.resolution}, {record.fps:g} fps, "
            f"{record.bitrate / 1e6:.1f} Mbps, {record.size_bytes / 1e6:.1f} MB, {record.scenes_count} scenes")
     _print(f"thumbnail: {record.thumbnail_path}")
+    for fmt, path in record.renditions.items():
+        _print(f"{fmt} rendition: {path}")
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from resources.artifacts import ArtifactStore
 
+from .formats import file_tag
 from .models import JobSpec, Storyboard
 
 
@@ -44,6 +45,15 @@ def clip_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
 
 def video_path(store: ArtifactStore, job_id: str) -> Path:
     return store.final_dir(job_id) / "ad.mp4"
+
+
+def rendition_name(fmt: str) -> str:
+    """Another format of the ad (formats.py): ad_16x9.mp4 and so on."""
+    return f"ad_{file_tag(fmt)}.mp4"
+
+
+def rendition_path(store: ArtifactStore, job_id: str, fmt: str) -> Path:
+    return store.final_dir(job_id) / rendition_name(fmt)
 
 
 def thumbnail_path(store: ArtifactStore, job_id: str) -> Path:

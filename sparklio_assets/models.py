@@ -239,6 +239,7 @@ class VideoRecord(BaseModel):
     scenes_count: int
     engines: dict[str, str]
     seconds: float
+    renditions: dict[str, str] = Field(default_factory=dict, description="format (4:5, 1:1, 16:9) → MP4 path")
 
 
 def describe_validation_error(error: ValidationError, prefix: str = "") -> str:

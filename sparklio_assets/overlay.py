@@ -30,6 +30,10 @@ class Box:
     def width(self) -> int:
         return self.right - self.left
 
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
     def contains(self, other: Box) -> bool:
         return (self.left <= other.left and self.top <= other.top
                 and other.right <= self.right and other.bottom <= self.bottom)

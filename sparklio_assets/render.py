@@ -24,7 +24,7 @@ import numpy as np
 
 from .models import MotionRecord
 from .motion import affine, ease, pose
-from .overlay import HEIGHT, WIDTH
+from .overlay import HEIGHT, SAFE_AREA, WIDTH
 
 CROSSFADE_FRAMES = 12  # 0.5 s at 24 fps
 TEXT_FADE_FRAMES = 8
@@ -250,3 +250,33 @@ def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> I
     """The same frames as BGR pictures, for previews, thumbnails and tests."""
     for frame in frames_i420(scenes, crossfade):
         yield cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+
+
+def reframe(frames: Iterator[np.ndarray], width: int, height: int) -> Iterator[np.ndarray]:
+    """The 9:16 master's I420 frames as another format (4:5, 1:1, 16:9), still I420.
+
+    The copy and brand elements live in the master's safe area, so every rendition keeps all of
+    it: where the target is tall enough, a full-width crop centred on the safe area (4:5 needs
+    no more); otherwise the safe-area band scaled to the target's height, centred over a blurred,
+    dimmed fill made from the same frame (the usual way vertical footage fills a wide screen)."""
+    band_h = round(WIDTH * height / width) // 2 * 2
+    centre = (SAFE_AREA.top + SAFE_AREA.bottom) // 2
+    if band_h >= SAFE_AREA.height:  # a crop holds the whole safe area
+        top = min(max(0, centre - band_h // 2), HEIGHT - band_h) // 2 * 2
+        inner, offset, fill = (width, height), (0, 0), False
+    else:
+        top, band_h = SAFE_AREA.top // 2 * 2, SAFE_AREA.height // 2 * 2
+        inner_w = round(WIDTH * height / band_h) // 2 * 2
+        inner, offset, fill = (inner_w, height), ((width - inner_w) // 2 // 2 * 2, 0), True
+    out = np.empty((height * 3 // 2, width), np.uint8)
+    for frame in frames:
+        for src, dst, k in zip(planes(frame), planes(out, width, height), (1, 2, 2)):
+            band = src[top // k:(top + band_h) // k]
+            w, h, (x, y) = inner[0] // k, inner[1] // k, (offset[0] // k, offset[1] // k)
+            if fill:
+                small = cover(band, dst.shape[1] // 8, dst.shape[0] // 8)
+                soft = cv2.GaussianBlur(small, (0, 0), 3)
+                soft = cv2.addWeighted(soft, 0.55, soft, 0, 0.45 * (16 if k == 1 else 128))  # dim (luma), desaturate
+                cv2.resize(soft, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
+            dst[y:y + h, x:x + w] = cv2.resize(band, (w, h), interpolation=cv2.INTER_AREA)
+        yield out

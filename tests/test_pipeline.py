@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from dagster import DagsterInstance, RunsFilter
+from PIL import Image
 
 from sparklio_assets.models import Storyboard
 from sparklio_assets.overlay import SAFE_AREA
@@ -223,3 +225,31 @@ def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
 
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(30)
+
+
+def test_feed_channels_get_renditions_that_keep_the_safe_area(tmp_path):
+    """instagram_feed → 4:5, facebook_feed → 1:1, youtube → 16:9, from the same frames as the master."""
+    brief = {**json.loads((DATA / "demo_brief.json").read_text()), "duration": 5,
+             "channels": ["instagram_reels", "instagram_feed", "facebook_feed", "youtube"]}
+    (tmp_path / "brief.json").write_text(json.dumps(brief, ensure_ascii=False))
+    result = sparklio("generate", str(tmp_path / "brief.json"), "--out", str(tmp_path / "home"), "--job-id", "feeds",
+                      home=tmp_path / "home")
+    assert result.returncode == 0, result.stdout + result.stderr
+    final = tmp_path / "home" / "jobs" / "feeds" / "final"
+    for fmt, name in (("4:5", "ad_4x5.mp4"), ("1:1", "ad_1x1.mp4"), ("16:9", "ad_16x9.mp4")):
+        assert f"{fmt} rendition: {final / name}" in result.stdout
+    master = frames_at(final / "ad.mp4", {60})[60].astype(int)
+    for name, size in (("ad_4x5.mp4", (1080, 1350)), ("ad_1x1.mp4", (1080, 1080)), ("ad_16x9.mp4", (1920, 1080))):
+        info = probe(final / name)
+        assert (info.width, info.height) == size and info.fps == 24 and info.codec == "h264", (name, info)
+        assert abs(info.duration - 5.0) <= 1 / 24 + 1e-6 and 4e6 <= info.bit_rate <= 10.5e6, (name, info)
+    # 4:5 is a full-width crop centred on the safe area: the master's rows 184-1534, unscaled.
+    crop = frames_at(final / "ad_4x5.mp4", {60})[60].astype(int)
+    assert np.abs(crop - master[184:1534]).mean() < 4
+    # 16:9: the safe-area band, scaled to 940x1080 in the middle, over a soft fill.
+    wide = frames_at(final / "ad_16x9.mp4", {60})[60]
+    band = np.asarray(Image.fromarray(master[240:1480].astype(np.uint8)).resize((940, 1080), Image.BILINEAR), int)
+    assert np.abs(wide[:, 490:1430].astype(int) - band).mean() < 6
+    sides = np.concatenate([wide[:, :480], wide[:, -480:]], axis=1).astype(np.float32)
+    edges = np.abs(cv2.Laplacian(cv2.cvtColor(sides, cv2.COLOR_RGB2GRAY), cv2.CV_32F))
+    assert edges.mean() < 1.0, "the fill beside the picture is soft, not a second copy of the copy"
