@@ -22,13 +22,13 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from resources.artifacts import ArtifactStore, write_model
 from resources.llm.router import storyboard_cost_usd
 from sparklio_assets import layout
-from sparklio_assets.models import JobSpec, Storyboard, VideoRecord
+from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
 from sparklio_assets.pipeline import JOB_TAG
 
 from . import worker
 from .schemas import JobError, RunInfo, StatusResponse
 
-JOB_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
+JOB_ID = re.compile(JOB_ID_PATTERN)
 IN_FLIGHT = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.MANAGED,
              DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
              DagsterRunStatus.SUSPENDED}

@@ -153,10 +153,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
                               out_path=path, quality=job.quality, job_id=job.job_id, style_reference=reference,
                               log=context.log.info)
     except (ComfyUnavailable, ComfyLostJob, ComfyTimeout) as error:
-        attempt, attempts = _step_attempt(context), GENERATION_RETRY.max_retries + 1
-        then = "Dagster will retry this step" if attempt < attempts else "no retries left"
-        context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
-                            f"(step attempt {attempt}/{attempts}; {then}): {error}")
+        _log_gpu_wait(context, comfy, scene_id, error)
         raise
     except ComfyError as error:
         raise Failure(description=f"{scene_id}: ComfyUI could not make the key image: {error}",
@@ -199,12 +196,21 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comf
     })
 
 
-def _step_attempt(context: AssetExecutionContext) -> int:
-    """1 on the first try of this step, 2 on the first retry... (1 when invoked directly)."""
+def _step_attempts(context: AssetExecutionContext) -> tuple[int, int]:
+    """(this try of the step, tries the RetryPolicy allows): (1, 3) on the first try."""
     try:
-        return context.retry_number + 1
-    except AttributeError:
-        return 1
+        attempt = context.retry_number + 1
+    except AttributeError:  # invoked directly, outside a run
+        attempt = 1
+    return attempt, GENERATION_RETRY.max_retries + 1
+
+
+def _log_gpu_wait(context: AssetExecutionContext, comfy: ComfyUIResource, scene_id: str, error: Exception) -> None:
+    """Say that the step waits for the GPU worker (spec 8.2), and whether Dagster will try again."""
+    attempt, attempts = _step_attempts(context)
+    then = "Dagster will retry this step" if attempt < attempts else "no retries left"
+    context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
+                        f"(step attempt {attempt}/{attempts}; {then}): {error}")
 
 
 def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
@@ -217,10 +223,9 @@ def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store:
                                 seed=f"{job.job_id}/{scene_id}/motion", quality=job.quality, job_id=job.job_id,
                                 log=context.log.info)
     except (ComfyUnavailable, ComfyLostJob) as error:
-        attempt, attempts = _step_attempt(context), GENERATION_RETRY.max_retries + 1
+        attempt, attempts = _step_attempts(context)
         if attempt < attempts:
-            context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
-                                f"(step attempt {attempt}/{attempts}; Dagster will retry this step): {error}")
+            _log_gpu_wait(context, comfy, scene_id, error)
             raise
         reason = f"ComfyUI unavailable after {attempts} step attempts: {error}"
     except ComfyError as error:

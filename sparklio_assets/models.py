@@ -51,6 +51,7 @@ EnginePreference = Literal["auto", "local", "cloud", "hybrid"]
 HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 SCENE_ID = re.compile(r"^scene_\d{3}$")
+JOB_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"  # a plain folder name: also checked by the API's paths
 
 # The five acts of the ad. The spec writes the first one "Hook / Attention".
 PURPOSES = ("Hook / Attention", "Problem", "Solution", "Social Proof", "CTA")
@@ -189,7 +190,7 @@ class Storyboard(_Strict):
 class JobSpec(_Strict):
     """One job = one brief made into one ad. Written once when the job is created."""
 
-    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12], pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$")
+    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12], pattern=JOB_ID_PATTERN)
     brief: Brief
     brand: BrandKit | None = None
     quality: Quality = "draft"
