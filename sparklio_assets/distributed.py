@@ -77,17 +77,15 @@ def executor_from_env():
     return celery_executor_def() if cluster_executor() else None
 
 
-def execute_on_cluster(job_name: str, partition_key: str, instance, tags: dict[str, str], run_config: dict,
+def execute_on_cluster(defs, job_name: str, partition_key: str, instance, tags: dict[str, str], run_config: dict,
                        module: str = "sparklio_assets.definitions"):
     """One run through the job's own executor: unlike execute_in_process, execute_job honours it,
-    so the steps go to the workers (which load the same module)."""
+    so the steps go to the workers (which load `defs` from the same module)."""
     from dagster import execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    from .partitions import JOBS, SCENES
-
     recon = ReconstructableRepository.for_module(module, "defs").get_reconstructable_job(job_name)
-    partitions = SCENES if job_name == "scene_job" else JOBS
+    partitions = defs.resolve_job_def(job_name).partitions_def
     return execute_job(recon, instance, run_config=run_config, raise_on_error=False,
                        tags={**partitions.get_tags_for_partition_key(partition_key), **tags})
 

@@ -69,7 +69,7 @@ def _execute(defs: Definitions, job_name: str, partition_key: str, instance: Dag
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, partition_key=partition_key, tags=tags, run_config=config, raise_on_error=False)
     else:  # the configured executor (Celery) places the steps on its workers, so run the job through it
-        result = distributed.execute_on_cluster(job_name, partition_key, instance, tags, config)
+        result = distributed.execute_on_cluster(defs, job_name, partition_key, instance, tags, config)
     if not result.success:
         failures = result.get_step_failure_events()
         reason = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
