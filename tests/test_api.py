@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from fastapi.testclient import TestClient
 from api import worker
 from api.app import create_app
 from api.settings import Settings
+from local_servers import free_port, wait_until_up
 
 BRIEF = {
     "brand_id": "2f0c6a2e-3c55-4d7e-9a57-2d1f3b8c9e10",
@@ -354,32 +354,17 @@ def test_regenerate_then_cancel_keeps_the_existing_video(client, finished):
     assert result.json()["video_url"].split("?")[0].endswith(f"/video/files/{job_id}/ad.mp4")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_worker_outlives_the_api_and_cancel_kills_it(home):
     """`sparklio serve` as its own process: generate, kill the server, the worker keeps going; a new
     API process sees it and cancels it."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SPARKLIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
     server = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", "serve", "--port", str(port),
                                "--log-level", "warning"], env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()
-            assert time.monotonic() < deadline, "sparklio serve did not come up"
-            time.sleep(0.3)
+        wait_until_up(f"{base}/health", 60, "sparklio serve", proc=server)
         job_id = httpx.post(f"{base}/video/storyboard", json=BRIEF, timeout=60).json()["storyboard_id"]
         assert httpx.post(f"{base}/video/generate", json={"storyboard_id": job_id}, timeout=30).status_code == 202
     finally:

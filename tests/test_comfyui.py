@@ -2,7 +2,6 @@
 that speaks ComfyUI's protocol (tests/comfy_standin.py): happy paths, faults, and Dagster runs."""
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from sparklio_assets import comfy_engines
 from sparklio_assets.comfy_engines import make_key_image, make_motion_clip, use_comfy
 from sparklio_assets.models import BrandKit, Brief, JobSpec, KeyImageRecord, MotionRecord, Scene
 from comfy_standin import ComfyStandin
+from local_servers import free_port
 
 DATA = Path(__file__).resolve().parent / "data"
 PRODUCT_DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
@@ -100,12 +100,6 @@ def fast_client(url: str, logs: Logs | None = None, **overrides) -> ComfyUIClien
 def client(server, logs):
     with fast_client(server.url, logs) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------ graphs and schemas
@@ -629,7 +623,6 @@ def test_draft_never_calls_comfyui_even_when_it_is_down(dagster_home):
 def test_unreachable_worker_raises_for_the_retry_policy(tmp_path, monkeypatch):
     from sparklio_assets import layout
     from sparklio_assets.assets import scene_key_image
-    from sparklio_assets.pipeline import create_job  # noqa: F401 - same layout as a real job
     from sparklio_assets.planner import plan_storyboard
     from resources.artifacts import write_model
 
