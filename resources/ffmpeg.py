@@ -39,6 +39,7 @@ class FFmpegRunner(ConfigurableResource):
     # 40% of the time (bench/render.py prints both); platforms re-encode uploads anyway.
     preset: str = Field(default="veryfast", description="x264 preset")
     bitrate: str = "8M"
+    audio_bitrate: str = "192k"
     maxrate: str = "10M"
     bufsize: str = "16M"
     gop_seconds: float = 2.0
@@ -61,13 +62,19 @@ class FFmpegRunner(ConfigurableResource):
             "-movflags", "+faststart",
         ]
 
+    def audio_args(self) -> list[str]:
+        """The soundtrack in every MP4: AAC-LC, 48 kHz stereo (what every platform takes)."""
+        return ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", self.audio_bitrate, "-ar", "48000", "-ac", "2"]
+
     def encode_i420(self, frames: Callable[[], Iterable[Buffer]], width: int, height: int, fps: int,
-                    out_path: Path, log: Callable[[str], None] = lambda _: None) -> None:
-        """Encode raw I420 frames (bytes or contiguous arrays) to out_path (MP4). `frames` is
-        called once per attempt."""
+                    out_path: Path, log: Callable[[str], None] = lambda _: None, audio: Path | None = None) -> None:
+        """Encode raw I420 frames (bytes or contiguous arrays) to out_path (MP4), with `audio` (a
+        file as long as the video) as its soundtrack. `frames` is called once per attempt."""
         source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
-        self._run_with_retries(lambda tmp: self._pipe(source + self.encoder_args(fps) + ["-f", "mp4", str(tmp)],
-                                                      frames()), out_path, log)
+        if audio is not None:
+            source += ["-i", str(audio)]
+        args = source + self.encoder_args(fps) + (self.audio_args() if audio is not None else [])
+        self._run_with_retries(lambda tmp: self._pipe(args + ["-f", "mp4", str(tmp)], frames()), out_path, log)
 
     def run(self, args: list[str], out_path: Path, log: Callable[[str], None] = lambda _: None) -> None:
         """Run ffmpeg with inputs/filters `args`, writing out_path atomically (the output file

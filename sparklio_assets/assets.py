@@ -1,5 +1,5 @@
 """The asset graph: storyboard[job] → scene_key_image[job, scene] → scene_motion_clip[job, scene]
-→ final_video[job].
+→ final_video[job], with storyboard[job] → soundtrack[job] → final_video[job] beside the scenes.
 
 Assets write their media through the ArtifactStore (one folder per job) and return a
 MaterializeResult whose metadata says which engine made what, how long it took, where the files
@@ -29,17 +29,20 @@ from resources.artifacts import ArtifactStore, atomic_path, write_model
 from resources.comfyui import ComfyError, ComfyLostJob, ComfyTimeout, ComfyUIResource, ComfyUnavailable
 from resources.ffmpeg import FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
+from resources.tts import TTSResource
 
 from . import layout
 from .comfy_engines import make_key_image, make_motion_clip, use_comfy
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
-from .models import FPS, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
+from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
 from .planner import language_of
 from .formats import SIZES, renditions_for
 from .render import SceneInput, frames_bgr, frames_i420, reframe
+from .soundtrack import SoundtrackRecord
+from .soundtrack import build as build_soundtrack
 from .video_probe import probe
 
 # Spec 8.1: generation steps get 3 tries with exponential backoff.
@@ -245,9 +248,42 @@ def _write_preview(scene: SceneInput, path: Path) -> Image.Image:
     return frames[0]
 
 
-@asset(partitions_def=JOBS, deps=[AssetDep(scene_motion_clip, partition_mapping=SCENES_TO_JOB)], group_name="ad",
+@asset(partitions_def=JOBS, deps=[storyboard], group_name="ad", kinds={"python"},
+       description="The ad's soundtrack: a music bed for the storyboard's bgm_mood marking each scene change, "
+                   "the scenes' narration (OpenAI TTS, when configured) with the music ducked under it, mixed "
+                   "to -14 LUFS, true peak ≤ -1 dBTP.")
+def soundtrack(context: AssetExecutionContext, store: ArtifactStore, tts: TTSResource,
+               ffmpeg: FFmpegRunner) -> MaterializeResult:
+    job_id = context.partition_key
+    job, plan = layout.read_job(store, job_id), layout.read_storyboard(store, job_id)
+    record = build_soundtrack(job, plan, layout.soundtrack_path(store, job_id), tts, ffmpeg, log=context.log.warning)
+    write_model(layout.soundtrack_record_path(store, job_id), record)
+    context.log.info(f"soundtrack: {record.music_engine} '{record.mood}' {record.bpm:g} BPM; narration "
+                     f"{record.narration_engine} ({len(record.narration)} lines); {record.loudness_lufs:.1f} LUFS")
+    rows = "\n".join(f"| {line.scene_id} | {line.start:.2f} s | {line.seconds:.2f} s | {line.text} |"
+                     for line in record.narration)
+    return MaterializeResult(metadata={
+        "music_engine": record.music_engine,
+        "mood": record.mood,
+        "bpm": record.bpm,
+        "narration_engine": record.narration_engine,
+        "narration_lines": len(record.narration),
+        "loudness_lufs": record.loudness_lufs,
+        "true_peak_dbtp": record.true_peak_dbtp,
+        "duration": record.duration,
+        "cost_usd": record.cost_usd,
+        "seconds": record.seconds,
+        "notes": MetadataValue.json(record.notes),
+        "path": MetadataValue.path(record.path),
+        **({"narration": MetadataValue.md("| scene | at | length | line |\n|---|---|---|---|\n" + rows)}
+           if rows else {}),
+    })
+
+
+@asset(partitions_def=JOBS, deps=[AssetDep(scene_motion_clip, partition_mapping=SCENES_TO_JOB), soundtrack],
+       group_name="ad",
        kinds={"ffmpeg"}, description="The finished 1080x1920 H.264 ad, its JPEG thumbnail, and 4:5 / 1:1 / 16:9 "
-                                     "renditions for the feed channels the brief names.")
+                                     "renditions for the feed channels the brief names, all with the soundtrack.")
 def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FFmpegRunner) -> MaterializeResult:
     started = time.perf_counter()
     job_id = context.partition_key
@@ -259,15 +295,21 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     motions = [store.read(layout.motion_path(store, job_id, s.id), MotionRecord) for s in plan.scenes]
     keys = [store.read(layout.key_image_record_path(store, job_id, s.id), KeyImageRecord) for s in plan.scenes]
     scenes = [SceneInput(s.frames, m, layout.overlay_path(store, job_id, s.id)) for s, m in zip(plan.scenes, motions)]
+    sound = store.read(layout.soundtrack_record_path(store, job_id), SoundtrackRecord)
+    if abs(sound.duration - plan.duration_seconds) > 1 / FPS:
+        raise Failure(description=f"job {job_id}: the soundtrack is {sound.duration:g} s but the storyboard "
+                                  f"{plan.duration_seconds:g} s; materialize soundtrack again", allow_retries=False)
+    audio = Path(sound.path)
 
     video_path, thumb_path = layout.video_path(store, job_id), layout.thumbnail_path(store, job_id)
-    ffmpeg.encode_i420(lambda: frames_i420(scenes), WIDTH, HEIGHT, FPS, video_path, log=context.log.warning)
+    ffmpeg.encode_i420(lambda: frames_i420(scenes), WIDTH, HEIGHT, FPS, video_path, log=context.log.warning,
+                       audio=audio)
     renditions = {}
     for fmt in renditions_for(layout.read_job(store, job_id).brief.channels):
         width, height = SIZES[fmt]
         path = layout.rendition_path(store, job_id, fmt)
         ffmpeg.encode_i420(lambda: reframe(frames_i420(scenes), width, height), width, height, FPS, path,
-                           log=context.log.warning)
+                           log=context.log.warning, audio=audio)
         renditions[fmt] = str(path)
         context.log.info(f"rendition {fmt} ({width}x{height}) for the brief's channels: {path}")
     thumbnail = _thumbnail(scenes)
@@ -280,11 +322,19 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
         engines[f"{key.scene_id}.image"] = key.engine
         engines[f"{key.scene_id}.motion"] = motion.engine + (f" (fallback: {motion.fallback_reason})"
                                                              if motion.fallback_reason else "")
-    engines["assembly"] = f"ffmpeg libx264 {ffmpeg.preset}"
+    engines["music"] = f"{sound.music_engine} ({sound.mood}, {sound.bpm:g} BPM)"
+    engines["narration"] = sound.narration_engine
+    engines["assembly"] = f"ffmpeg libx264 {ffmpeg.preset} + aac"
+    audio_summary = AudioSummary(codec=info.audio_codec or "none", sample_rate=info.audio_sample_rate or 0,
+                                 channels=info.audio_channels or 0, loudness_lufs=sound.loudness_lufs,
+                                 true_peak_dbtp=sound.true_peak_dbtp, music=engines["music"],
+                                 narration=sound.narration_engine, narration_lines=len(sound.narration),
+                                 cost_usd=sound.cost_usd, notes=sound.notes)
     record = VideoRecord(job_id=job_id, video_path=str(video_path), thumbnail_path=str(thumb_path),
                          duration=info.duration, resolution=f"{info.width}x{info.height}", fps=info.fps,
                          bitrate=info.bit_rate, size_bytes=video_path.stat().st_size, scenes_count=len(scenes),
-                         engines=engines, seconds=round(time.perf_counter() - started, 3), renditions=renditions)
+                         engines=engines, seconds=round(time.perf_counter() - started, 3), renditions=renditions,
+                         audio=audio_summary)
     write_model(layout.video_record_path(store, job_id), record)
     context.log.info(f"final video {video_path}: {record.duration:.3f} s {record.resolution} "
                      f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
@@ -299,6 +349,7 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
         "size_mb": round(record.size_bytes / 1e6, 2),
         "codec": info.codec,
         "pix_fmt": info.pix_fmt,
+        "audio": MetadataValue.json(audio_summary.model_dump()),
         "scenes": record.scenes_count,
         "seconds": record.seconds,
         "engines": MetadataValue.json(engines),

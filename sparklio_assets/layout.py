@@ -43,6 +43,15 @@ def clip_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
     return store.scene_dir(job_id, scene_id) / "clip.mp4"
 
 
+def soundtrack_path(store: ArtifactStore, job_id: str) -> Path:
+    """The mixed soundtrack (WAV) muxed into every MP4; narration lines are cached beside it in voice/."""
+    return store.job_dir(job_id) / "audio" / "soundtrack.wav"
+
+
+def soundtrack_record_path(store: ArtifactStore, job_id: str) -> Path:
+    return store.job_dir(job_id) / "audio" / "soundtrack.json"
+
+
 def video_path(store: ArtifactStore, job_id: str) -> Path:
     return store.final_dir(job_id) / "ad.mp4"
 

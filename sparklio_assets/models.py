@@ -228,6 +228,21 @@ class MotionRecord(BaseModel):
     fallback_reason: str | None = None
 
 
+class AudioSummary(BaseModel):
+    """The MP4's soundtrack, as the API and the asset metadata report it."""
+
+    codec: str
+    sample_rate: int
+    channels: int
+    loudness_lufs: float = Field(description="integrated, ITU-R BS.1770 (target -14)")
+    true_peak_dbtp: float
+    music: str = Field(description="engine, mood and tempo of the music bed")
+    narration: str = Field(description="the TTS engine, or 'none (why)'")
+    narration_lines: int = 0
+    cost_usd: float = 0.0
+    notes: list[str] = Field(default_factory=list)
+
+
 class VideoRecord(BaseModel):
     job_id: str
     video_path: str
@@ -241,6 +256,7 @@ class VideoRecord(BaseModel):
     engines: dict[str, str]
     seconds: float
     renditions: dict[str, str] = Field(default_factory=dict, description="format (4:5, 1:1, 16:9) → MP4 path")
+    audio: AudioSummary | None = None
 
 
 def describe_validation_error(error: ValidationError, prefix: str = "") -> str:

@@ -105,11 +105,12 @@ def make_storyboard(job_id: str, defs: Definitions, instance: DagsterInstance, s
 
 def assemble(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
              on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> VideoRecord:
-    """(Re-)assemble the final video from the job's current scenes."""
+    """(Re-)mix the soundtrack and assemble the final video from the job's current scenes."""
     started = time.perf_counter()
     run_id = _execute(defs, "final_video_job", job_id, instance, job_id, "final_video", run_config)
     record = store.read(layout.video_record_path(store, job_id), VideoRecord)
-    on_stage(StageReport("final_video", run_id, time.perf_counter() - started, {"assembly": record.engines["assembly"]}))
+    engines = {k: record.engines[k] for k in ("music", "narration", "assembly") if k in record.engines}
+    on_stage(StageReport("final_video", run_id, time.perf_counter() - started, engines))
     return record
 
 

@@ -522,12 +522,12 @@ def test_old_server_assigns_its_own_prompt_id(tmp_path):
 def _defs(comfy: ComfyUIResource, home: Path) -> Definitions:
     """The product's assets and jobs with its own resources, except: this home, a fast encoder,
     and the given ComfyUI (no sensors, schedules or checks: not what these tests are about)."""
-    from sparklio_assets.assets import final_video, scene_key_image, scene_motion_clip, storyboard
+    from sparklio_assets.assets import final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
     from sparklio_assets.definitions import defs, final_video_job, scene_job, storyboard_job
 
     resources = {**defs.resources, "store": ArtifactStore(home=str(home)), "ffmpeg": FFmpegRunner(preset="ultrafast"),
                  "comfy": comfy}
-    return Definitions(assets=[storyboard, scene_key_image, scene_motion_clip, final_video],
+    return Definitions(assets=[storyboard, scene_key_image, scene_motion_clip, soundtrack, final_video],
                        jobs=[storyboard_job, scene_job, final_video_job], resources=resources)
 
 

@@ -14,7 +14,9 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 from PIL import Image
 
-from sparklio_assets.models import Storyboard
+from sparklio_assets.models import Storyboard, VideoRecord
+from sparklio_assets.music import SAMPLE_RATE
+from sparklio_assets.soundtrack import loudness, read_audio, true_peak_dbtp
 from sparklio_assets.overlay import SAFE_AREA
 from sparklio_assets.video_probe import probe
 
@@ -73,6 +75,23 @@ def test_mp4_matches_the_product_spec(made):
     assert 5e6 <= info.bit_rate <= 10e6, info.bit_rate
     with av.open(str(job_dir / "final" / "thumbnail.jpg")) as thumb:
         assert (thumb.streams.video[0].width, thumb.streams.video[0].height) == (1080, 1920)
+
+
+def test_ad_has_a_soundtrack_at_platform_loudness_that_ends_softly(made):
+    _, job_dir, stdout = made
+    video = job_dir / "final" / "ad.mp4"
+    info = probe(video)
+    assert (info.audio_codec, info.audio_sample_rate, info.audio_channels) == ("aac", 48000, 2)
+    audio = read_audio(video)
+    assert abs(len(audio) / SAMPLE_RATE - info.duration) < 0.05
+    assert abs(loudness(audio) + 14) < 1.0, loudness(audio)
+    assert true_peak_dbtp(audio) <= -0.5
+    level = lambda a: 20 * np.log10(np.sqrt(np.mean(np.square(a, dtype=np.float64))) + 1e-12)  # noqa: E731
+    assert level(audio[-SAMPLE_RATE // 20:]) < level(audio[7 * SAMPLE_RATE:8 * SAMPLE_RATE]) - 30, "fades out"
+    record = VideoRecord.model_validate_json((job_dir / "final" / "video.json").read_text())
+    assert record.audio.music.startswith("builtin synth") and record.audio.codec == "aac"
+    assert record.audio.narration == "none (SPARKLIO_TTS=off)"
+    assert "music by builtin synth" in stdout and "narration by none (SPARKLIO_TTS=off)" in stdout
 
 
 def test_text_is_on_screen_inside_the_safe_area(made):
@@ -228,6 +247,7 @@ def test_feed_channels_get_renditions_that_keep_the_safe_area(tmp_path):
     for name, size in (("ad_4x5.mp4", (1080, 1350)), ("ad_1x1.mp4", (1080, 1080)), ("ad_16x9.mp4", (1920, 1080))):
         info = probe(final / name)
         assert (info.width, info.height) == size and info.fps == 24 and info.codec == "h264", (name, info)
+        assert info.audio_codec == "aac", (name, info)
         assert abs(info.duration - 5.0) <= 1 / 24 + 1e-6 and 4e6 <= info.bit_rate <= 10.5e6, (name, info)
     # 4:5 is a full-width crop centred on the safe area: the master's rows 184-1534, unscaled.
     crop = frames_at(final / "ad_4x5.mp4", {60})[60].astype(int)
