@@ -352,10 +352,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job_id=job_id, video_url=url(request, f"/video/files/{job_id}/ad.mp4", signed=True),
             thumbnail_url=url(request, f"/video/files/{job_id}/thumbnail.jpg", signed=True),
             metadata=ResultMetadata(duration=record.duration, resolution=record.resolution,
-                                    scenes_count=record.scenes_count, total_cost=jobs.total_cost(job.plan),
+                                    scenes_count=record.scenes_count, total_cost=jobs.total_cost(job.plan, record),
                                     generation_time=jobs.generation_time(job), engines=record.engines, fps=record.fps,
                                     bitrate=record.bitrate, size_bytes=record.size_bytes,
-                                    checks=checks,
+                                    checks=checks, audio=record.audio,
                                     renditions={fmt: url(request, f"/video/files/{job_id}/{layout.rendition_name(fmt)}",
                                                          signed=True) for fmt in record.renditions}))
 

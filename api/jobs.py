@@ -36,6 +36,7 @@ STEP_NAMES = {
     "storyboard": "planning_storyboard",
     "scene_key_image": "generating_key_images",
     "scene_motion_clip": "generating_motion_clips",
+    "soundtrack": "mixing_soundtrack",
     "final_video": "assembling_video",
     "final_video_quality": "checking_quality",
 }
@@ -336,10 +337,11 @@ def generation_time(job: Job) -> float | None:
     return round(finals[-1].end - began, 2)
 
 
-def total_cost(plan: Storyboard | None) -> float:
-    """Money spent: the storyboard's LLM calls (the built-in engines and the own GPU worker cost
-    nothing per job)."""
-    return storyboard_cost_usd(plan) if plan is not None else 0.0
+def total_cost(plan: Storyboard | None, record: VideoRecord | None = None) -> float:
+    """Money spent: the storyboard's LLM calls and the narration's speech (the built-in engines
+    and the own GPU worker cost nothing per job)."""
+    narration = record.audio.cost_usd if record is not None and record.audio is not None else 0.0
+    return round((storyboard_cost_usd(plan) if plan is not None else 0.0) + narration, 6)
 
 
 def video_record(job: Job) -> VideoRecord:

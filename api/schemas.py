@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sparklio_assets.models import (
     HEX_COLOR,
     SNAKE,
+    AudioSummary,
     BrandElement,
     BrandKit,
     Brief,
@@ -183,6 +184,8 @@ class ResultMetadata(BaseModel):
     checks: dict[str, Any] | None = Field(default=None, description="quality checks, when the pipeline wrote them")
     renditions: dict[str, str] = Field(default_factory=dict, description="format (4:5, 1:1, 16:9) → download URL, "
                                                                          "for the feed channels the brief names")
+    audio: AudioSummary | None = Field(default=None, description="the soundtrack: codec, loudness, which engines "
+                                                                 "made the music and the narration")
 
 
 class ResultResponse(BaseModel):

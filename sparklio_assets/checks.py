@@ -10,11 +10,13 @@
                     the safe area; logo → anywhere inside the safe area)
     text_contrast   on-screen copy against its plate: WCAG contrast ratio ≥ 4.5:1 for more than 90%
                     of the text blocks (spec 7.2 "text readability > 90%")
+    soundtrack      an AAC track as long as the video, at -14 ±1 LUFS with true peak ≤ -0.5 dBTP
+                    (the mix's -1 dBTP plus the encoder's overshoot), decoded from the MP4
 
 Frames are sampled once per scene, at 60% of its length (copy fully faded in, away from the
 crossfades), and scaled to the 1080x1920 design grid so a wrong-sized video is still measured.
 
-One step evaluates all seven (the video is decoded once) and yields one AssetCheckResult each, with
+One step evaluates all eight (the video is decoded once) and yields one AssetCheckResult each, with
 the measurements as metadata, so a failing check shows in the Dagster UI with its numbers. The same
 results go to `final/checks.json` beside the video (`layout.checks_path`) for the API.
 """
@@ -46,6 +48,7 @@ from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
 from .overlay import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box, contrast, hex_rgb, render_overlay
 from .partitions import JOBS
 from .planner import language_of
+from .soundtrack import SAMPLE_RATE, TARGET_LUFS, loudness, read_audio, true_peak_dbtp
 from .video_probe import VideoInfo, probe
 
 BITRATE_RANGE = (5_000_000, 10_000_000)
@@ -55,6 +58,9 @@ LOGO_MIN_SCORE = 0.6  # normalised cross-correlation of the logo pill template
 WCAG_AA = 4.5
 READABLE_SHARE = 0.9
 SAMPLE_AT = 0.6
+LOUDNESS_TOLERANCE_LU = 1.0
+PEAK_MAX_DBTP = -0.5
+AUDIO_LENGTH_TOLERANCE_S = 0.05  # AAC frames are 21 ms
 
 # name → (description, severity of a failure)
 CHECKS: dict[str, tuple[str, AssetCheckSeverity]] = {
@@ -67,6 +73,8 @@ CHECKS: dict[str, tuple[str, AssetCheckSeverity]] = {
                        AssetCheckSeverity.ERROR),
     "text_contrast": ("On-screen copy reaches WCAG 4.5:1 against its plate in > 90% of text blocks (spec 7.2).",
                       AssetCheckSeverity.ERROR),
+    "soundtrack": ("An AAC soundtrack as long as the video at -14 ±1 LUFS, true peak ≤ -0.5 dBTP.",
+                   AssetCheckSeverity.ERROR),
 }
 
 
@@ -186,7 +194,7 @@ def text_block_contrast(frame: np.ndarray, box: Box) -> float:
 
 
 def inspect_video(store: ArtifactStore, job_id: str) -> list[CheckOutcome]:
-    """All seven checks for one job's current final video."""
+    """All eight checks for one job's current final video."""
     job: JobSpec = layout.read_job(store, job_id)
     plan: Storyboard = layout.read_storyboard(store, job_id)
     path = layout.video_path(store, job_id)
@@ -201,6 +209,7 @@ def inspect_video(store: ArtifactStore, job_id: str) -> list[CheckOutcome]:
         _palette(frames, job.brand_kit),
         _logo(frames, samples, plan, job),
         _text(frames, samples, plan, job),
+        _soundtrack(path, info),
     ]
 
 
@@ -295,6 +304,24 @@ def _text(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboa
 # ---------------------------------------------------------------- the report for the API
 
 
+def _soundtrack(path: Path, info: VideoInfo) -> CheckOutcome:
+    if info.audio_codec is None:
+        return CheckOutcome("soundtrack", False, "no audio track", {"codec": None})
+    audio = read_audio(path)
+    seconds, lufs, peak = len(audio) / SAMPLE_RATE, loudness(audio), true_peak_dbtp(audio)
+    problems = [f"codec {info.audio_codec} (want aac)"] if info.audio_codec != "aac" else []
+    if abs(seconds - info.duration) > AUDIO_LENGTH_TOLERANCE_S:
+        problems.append(f"{seconds:.3f} s of audio for {info.duration:.3f} s of video")
+    if not abs(lufs - TARGET_LUFS) <= LOUDNESS_TOLERANCE_LU:
+        problems.append(f"{lufs:.1f} LUFS (want {TARGET_LUFS:g} ±{LOUDNESS_TOLERANCE_LU:g})")
+    if peak > PEAK_MAX_DBTP:
+        problems.append(f"true peak {peak:.2f} dBTP (want ≤ {PEAK_MAX_DBTP:g})")
+    summary = "; ".join(problems) or f"aac, {lufs:.1f} LUFS, true peak {peak:.2f} dBTP, {seconds:.3f} s"
+    return CheckOutcome("soundtrack", not problems, summary,
+                        {"codec": info.audio_codec, "sample_rate": info.audio_sample_rate, "seconds": round(seconds, 4),
+                         "loudness_lufs": round(lufs, 2), "true_peak_dbtp": round(peak, 2)})
+
+
 def write_report(store: ArtifactStore, job_id: str, outcomes: list[CheckOutcome]) -> Path:
     path = layout.checks_path(store, job_id)
     report = {
@@ -325,7 +352,7 @@ with warnings.catch_warnings():  # partitioned check specs are a preview feature
 
 
 @multi_asset_check(specs=SPECS, name="final_video_quality", compute_kind="python",
-                   description="Spec 7 quality checks of the finished MP4 (one decode, seven results).")
+                   description="Spec 7 quality checks of the finished MP4 (one decode, eight results).")
 def final_video_quality(context: AssetCheckExecutionContext, store: ArtifactStore):
     job_id = context.partition_key
     outcomes = inspect_video(store, job_id)

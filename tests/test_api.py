@@ -177,7 +177,7 @@ def test_status_and_result_of_the_finished_job(client, finished):
     assert 0 < meta["generation_time"] < finished["seconds"] + 1
     assert meta["engines"]["assembly"].startswith("ffmpeg")
     checks = meta["checks"]  # spec 7, run by Dagster as final_video's asset checks
-    assert checks["passed"] and len(checks["checks"]) == 7, checks
+    assert checks["passed"] and len(checks["checks"]) == 8, checks
     job = json.loads((finished["job_dir"] / "job.json").read_text())
     assert (job["quality"], job["engine_preference"]) == ("draft", "local")
 

@@ -1,5 +1,5 @@
-"""Spec 7 quality checks on final_video: a real 5 s ad passes all seven; a deliberately wrong video
-fails all seven, in Dagster (the UI's check results) and in final/checks.json (the API's)."""
+"""Spec 7 quality checks on final_video: a real 5 s ad passes all eight; a deliberately wrong video
+fails all eight, in Dagster (the UI's check results) and in final/checks.json (the API's)."""
 
 import json
 import shutil
@@ -54,7 +54,7 @@ def test_a_real_ad_passes_every_check(made):
         assert result.partition == JOB
         assert "summary" in result.metadata and "details" in result.metadata
     report = read_report(store, JOB)
-    assert report["passed"] and report["failed"] == [] and len(report["checks"]) == 7
+    assert report["passed"] and report["failed"] == [] and len(report["checks"]) == 8
     assert layout.checks_path(store, JOB).parent == layout.video_path(store, JOB).parent
 
 
