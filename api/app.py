@@ -30,6 +30,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
 from resources.artifacts import ArtifactStore, write_model
+from resources.tts import TTSResource
 from sparklio_assets import layout
 from sparklio_assets.checks import read_report
 from sparklio_assets.formats import MASTER, SIZES
@@ -86,11 +87,16 @@ def _engines() -> list[EngineInfo]:
                                   detail=why or "configured (not probed)"))
     comfy = ComfyUIResource().base_url
     comfy_detail = comfy or "SPARKLIO_COMFYUI_URL not set: standard/premium jobs use the built-in engines"
+    tts = TTSResource()
+    no_tts = tts.unavailable()
     return engines + [
         EngineInfo(stage="image", name="builtin", available=True, detail="brand-colour key images (draft quality)"),
         EngineInfo(stage="image", name="comfyui", available=bool(comfy), detail=comfy_detail),
         EngineInfo(stage="motion", name="kenburns", available=True, detail="Ken Burns per motion style; the fallback"),
         EngineInfo(stage="motion", name="animatediff", available=bool(comfy), detail=comfy_detail),
+        EngineInfo(stage="music", name="builtin synth", available=True, detail="music bed per bgm_mood"),
+        EngineInfo(stage="narration", name=tts.engine, available=not no_tts,
+                   detail=f"{no_tts}: ads get music only" if no_tts else "configured (not probed)"),
         EngineInfo(stage="assembly", name="ffmpeg", available=ffmpeg_ok, detail=Path(ffmpeg).name),
     ]
 

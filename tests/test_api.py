@@ -122,11 +122,15 @@ def test_health(client):
     assert body["status"] == "ok" and body["auth"] == "none"
     assert body["instance"]["reachable"] and body["instance"]["run_storage"].startswith("Sqlite")
     assert {(e["stage"], e["name"]) for e in body["engines"] if e["available"]} >= {
-        ("storyboard", "builtin"), ("image", "builtin"), ("motion", "kenburns"), ("assembly", "ffmpeg")}
+        ("storyboard", "builtin"), ("image", "builtin"), ("motion", "kenburns"), ("music", "builtin synth"),
+        ("assembly", "ffmpeg")}
     offline = {e["name"]: e for e in body["engines"] if not e["available"]}
     assert "SPARKLIO_COMFYUI_URL not set" in offline["comfyui"]["detail"]
     assert offline["animatediff"]["detail"] == offline["comfyui"]["detail"]
-    assert all(offline[label]["detail"] == "SPARKLIO_LLM=off" for label in offline if ":" in label)
+    llms = [e for e in body["engines"] if e["stage"] == "storyboard" and not e["available"]]
+    assert llms and all(e["detail"] == "SPARKLIO_LLM=off" for e in llms)
+    narration = next(e for e in body["engines"] if e["stage"] == "narration")
+    assert not narration["available"] and narration["detail"] == "SPARKLIO_TTS=off: ads get music only"
 
 
 def test_storyboard_response_follows_the_spec(finished):
@@ -176,6 +180,10 @@ def test_status_and_result_of_the_finished_job(client, finished):
     assert meta["scenes_count"] == scenes and meta["total_cost"] == 0.0
     assert 0 < meta["generation_time"] < finished["seconds"] + 1
     assert meta["engines"]["assembly"].startswith("ffmpeg")
+    audio = meta["audio"]
+    assert (audio["codec"], audio["sample_rate"], audio["channels"]) == ("aac", 48000, 2)
+    assert abs(audio["loudness_lufs"] + 14) < 0.5 and audio["music"].startswith("builtin synth")
+    assert audio["narration"] == "none (SPARKLIO_TTS=off)" and audio["cost_usd"] == 0.0
     checks = meta["checks"]  # spec 7, run by Dagster as final_video's asset checks
     assert checks["passed"] and len(checks["checks"]) == 8, checks
     job = json.loads((finished["job_dir"] / "job.json").read_text())
