@@ -86,6 +86,11 @@ def generate(spec: JobSpec, out: str | None) -> int:
     _print(f"video: {record.video_path}")
     _print(f"  {record.duration:.2f} s, {record.resolution}, {record.fps:g} fps, "
            f"{record.bitrate / 1e6:.1f} Mbps, {record.size_bytes / 1e6:.1f} MB, {record.scenes_count} scenes")
+    if (audio := record.audio) is not None:
+        _print(f"  audio: {audio.codec} {audio.sample_rate / 1000:g} kHz, {audio.loudness_lufs:.1f} LUFS, "
+               f"{audio.narration_lines} narration lines")
+        for note in audio.notes:
+            _print(f"  note: {note}")
     _print(f"thumbnail: {record.thumbnail_path}")
     for fmt, path in record.renditions.items():
         _print(f"{fmt} rendition: {path}")

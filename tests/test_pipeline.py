@@ -92,6 +92,7 @@ def test_ad_has_a_soundtrack_at_platform_loudness_that_ends_softly(made):
     assert record.audio.music.startswith("builtin synth") and record.audio.codec == "aac"
     assert record.audio.narration == "none (SPARKLIO_TTS=off)"
     assert "music by builtin synth" in stdout and "narration by none (SPARKLIO_TTS=off)" in stdout
+    assert "  audio: aac 48 kHz, -14." in stdout
 
 
 def test_text_is_on_screen_inside_the_safe_area(made):
