@@ -35,6 +35,7 @@ MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 # Shared by every mood.
 FADE_IN_S = 0.12
 ACCENT_BELOW_BED_DB = 15.0  # the transition accents sit this far under the bed's RMS
+ACCENT_SEND = 0.6  # and this much of them goes to the reverb, for a tail
 PIANO_PARTIALS = (1.0, 0.6, 0.4, 0.28, 0.2, 0.14, 0.1, 0.07, 0.05, 0.035, 0.025, 0.018)
 PIANO_RING_S = 4.0  # how long a piano note may ring before it is faded (the master fade ends sooner)
 PAD_AIR = 0.03  # the pad's breath of high noise, against its tone's ~0.5 RMS
@@ -341,23 +342,24 @@ class _Synth:
     def pad(self, notes: tuple[int, ...], hold_s: float, attack_s: float, release_s: float,
             cutoff_hz: float) -> np.ndarray:
         """A warm stereo pad chord: two detuned oscillators per note, one leaning left and one right,
-        each with its own slow swell, through a low-pass, plus a breath of high noise ("air") so
-        it isn't muffled; slow attack and release."""
+        a slow swell that differs per side, a low-pass, plus a breath of high noise ("air") so it
+        isn't muffled; slow attack and release."""
         hold_s = round(hold_s, 3)
 
         def make() -> np.ndarray:
             t = self._t(hold_s + release_s)
-            out = np.zeros((len(t), 2))
+            out = np.zeros((len(t), 2), np.float32)
             for midi in notes:
                 f = _hz(midi)
                 table = self._table(max(1, min(16, int(0.4 * self.sr / f))))
                 for cents, side in ((-7.0, 0), (7.0, 1)):
                     fo = f * 2 ** (cents / 1200)
-                    idx = ((fo * t + self.rng.random()) * self.TABLE).astype(np.int64) & (self.TABLE - 1)
-                    swell = 1.0 + 0.12 * np.sin(2 * np.pi * (0.11 + 0.07 * self.rng.random()) * t
-                                                + 2 * np.pi * self.rng.random())
-                    out[:, side] += table[idx] * swell
-                    out[:, 1 - side] += 0.5 * table[idx] * swell
+                    wave = table[((fo * t + self.rng.random()) * self.TABLE).astype(np.int64) & (self.TABLE - 1)]
+                    out[:, side] += wave
+                    out[:, 1 - side] += 0.5 * wave
+            for side in (0, 1):
+                rate, phase = 0.11 + 0.07 * self.rng.random(), 2 * np.pi * self.rng.random()
+                out[:, side] *= (1.0 + 0.12 * np.sin(2 * np.pi * rate * t + phase)).astype(np.float32)
             out = _filt(out / max(1, len(notes)), "lowpass", cutoff_hz, self.sr)
             out += PAD_AIR * _filt(self.rng.standard_normal(out.shape), "bandpass", (4000.0, 10000.0), self.sr)
             return out * _envelope(len(t), self.sr, attack_s, hold_s, release_s)[:, None]
@@ -411,7 +413,7 @@ class _Synth:
             length, tau = (0.4, 0.1) if open_ else (0.12, 0.022)
             t = self._t(length)
             noise = _filt(self.rng.standard_normal(len(t)), "highpass", 7000.0, self.sr, 4)
-            noise = _filt(noise, "lowpass", 13000.0, self.sr)
+            noise = _filt(noise, "lowpass", 11000.0, self.sr)
             return noise * np.exp(-t / tau) * _envelope(len(t), self.sr, 0.0008, length - 0.03, 0.03)
 
         return self._cached(("hat", open_, variant), make)
@@ -615,6 +617,8 @@ class _Arranger:
     # parts
 
     def pad(self) -> None:
+        """One pad chord per bar, voiced near pad_centre (smooth voice leading), each released over
+        the next one's attack so the chords crossfade; then the tonic to the end."""
         s, release = self.style, 1.0
         for bar in self.plan.bars:
             notes = _voicing(s.tonic + bar.chord.root, [t for t in bar.chord.tones if t < 12], self.pad_centre)
@@ -629,6 +633,8 @@ class _Arranger:
         self.put(self.buses.pad, x, self.plan.final_t, s.pad_gain)
 
     def bass(self) -> None:
+        """The mood's bass pattern on each chord's root (an octave, a fifth on the way), then the
+        tonic root held under the ending."""
         s, beat = self.style, self.plan.beat
         low = 40 if s.bass == "drive" else 36
         for bar in self.plan.bars:
@@ -637,12 +643,14 @@ class _Arranger:
                 t = self.at(bar, pos)
                 if t is not None:
                     hold_s = min(hold * beat, bar.end - t)
-                    self.put(self.buses.bass, self.synth.bass(root + interval, hold_s), t, s.bass_gain * self.vel(v, 0.04))
+                    x = self.synth.bass(root + interval, hold_s)
+                    self.put(self.buses.bass, x, t, s.bass_gain * self.vel(v, 0.04))
         ring = self.plan.duration - self.plan.final_t
         x = self.synth.bass(_in_octave(s.tonic, low), min(ring, 2.5))
         self.put(self.buses.bass, x, self.plan.final_t, s.bass_gain)
 
     def lead(self) -> None:
+        """The mood's lead part, the extra layer, and the final chord."""
         {"piano_arp": self.piano_arp, "pluck_stabs": self.pluck_stabs, "marimba_motif": self.marimba_motif,
          "sparse_piano": self.sparse_piano}[self.style.lead]()
         self.extra()
@@ -652,6 +660,7 @@ class _Arranger:
         self.put(self.buses.lead, x, self.jitter(t), self.style.lead_gain * self.vel(v), pan)
 
     def piano_arp(self) -> None:
+        """8th-note piano arpeggios through each chord's tones, accented on the beats, pedalled per bar."""
         s = self.style
         for bar in self.plan.bars:
             tones = _ascending(s.tonic + bar.chord.root, bar.chord.tones, s.tonic - 2, 6)
@@ -665,6 +674,7 @@ class _Arranger:
                 self.note(self.synth.piano(midi, pedal), t, v, self.pitch_pan(midi))
 
     def pluck_stabs(self) -> None:
+        """Syncopated pluck chord stabs, the notes spread across the stereo field."""
         s = self.style
         for bar in self.plan.bars:
             notes = _voicing(s.tonic + bar.chord.root, bar.chord.tones, s.tonic + 2)
@@ -677,6 +687,7 @@ class _Arranger:
                     self.note(self.synth.pluck(midi), t, 0.55 if pos % 1 else 0.45, spread)
 
     def marimba_motif(self) -> None:
+        """A one-bar marimba motif over chord tones, so it follows the harmony."""
         s = self.style
         for bar in self.plan.bars:
             tones = _ascending(s.tonic + bar.chord.root, bar.chord.tones, s.tonic + 2, 6)
@@ -687,6 +698,8 @@ class _Arranger:
                     self.note(self.synth.marimba(midi), t, 1.0 if pos % 1 == 0 else 0.8, self.pitch_pan(midi))
 
     def sparse_piano(self) -> None:
+        """Per bar: a low root, a rolled rootless voicing (the 7ths and 9ths), and one or two melody
+        notes on top; lots of space."""
         s, beat = self.style, self.plan.beat
         for bar in self.plan.bars:
             left = _in_octave(s.tonic + bar.chord.root, s.tonic - 24 + 1)
@@ -740,7 +753,9 @@ class _Arranger:
                 self.note(self.synth.piano(midi, ring), t0, 0.45, self.pitch_pan(midi))
 
     def drums(self) -> None:
-        s, beat = self.style, self.plan.beat
+        """The mood's kit from drums_from until the final downbeat (a fill at phrase ends and into
+        the ending), then at most a landing kick and a soft cymbal on it."""
+        s = self.style
         g = s.drum_gain
         bars = self.plan.bars[self.plan.drums_from:]
         for bar in bars:
@@ -792,6 +807,7 @@ class _Arranger:
         return np.clip(curve, 0.2, 1.0)
 
     def play(self) -> None:
+        """Every part, into the buses."""
         self.pad()
         self.bass()
         self.lead()
@@ -852,53 +868,55 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
 
 
-def _accents(synth: _Synth, n: int, sr: int, boundaries: Sequence[float], level_rms: float,
-             duration: float) -> np.ndarray:
-    """A transition accent centred on each scene boundary: a whoosh rising into it and a soft
-    cymbal on it, scaled so the accent's RMS around the boundary sits ACCENT_BELOW_BED_DB under the bed."""
-    out = np.zeros((n, 2), np.float32)
+def _add_accents(mix: np.ndarray, send: np.ndarray, synth: _Synth, boundaries: Sequence[float],
+                 level_rms: float, duration: float) -> None:
+    """A transition accent centred on each scene boundary, mixed into mix (and a little into the
+    reverb send): a whoosh rising into it and a soft cymbal on it, scaled so the accent's RMS around
+    the boundary sits ACCENT_BELOW_BED_DB under the bed's level_rms."""
+    sr = synth.sr
     target = level_rms * 10 ** (-ACCENT_BELOW_BED_DB / 20)
-    for i, b in enumerate(sorted(x for x in boundaries if 0 < x < duration)):
+    for i, b in enumerate(sorted({float(x) for x in boundaries if 0 < x < duration})):
         pre = min(0.9, 0.8 * b)
         x = synth.whoosh(pre, 0.3)
         centre = int(pre * sr)
-        x[centre:] += 0.8 * synth.cymbal(i % 4, 0.9)[:len(x) - centre]
-        tail = synth.cymbal(i % 4, 0.9)[len(x) - centre:]
-        x = np.concatenate([x, 0.8 * tail])
+        cymbal = 0.8 * synth.cymbal(i % 4, 0.9)
+        x[centre:] += cymbal[:len(x) - centre]
+        x = np.concatenate([x, cymbal[len(x) - centre:]])
         window = x[max(0, centre - int(0.3 * sr)):centre + int(0.3 * sr)]
         gain = target / max(_rms(window), 1e-9)
-        _add(out, x, int(round(b * sr)) - centre, gain)
-    return out
+        start = int(round(b * sr)) - centre
+        _add(mix, x, start, gain)
+        _add(send, x, start, ACCENT_SEND * gain)
 
 
-def _limit(mix: np.ndarray, sr: int) -> np.ndarray:
-    """A transparent look-ahead peak limiter: only the few drum transients that stand more than
+def _limit(mix: np.ndarray, sr: int) -> None:
+    """A transparent look-ahead peak limiter, in place: only the few transients that stand more than
     CREST_DB above the bed's RMS are turned down (by at most MAX_LIMIT_DB), with a gain that moves
     over ~15 ms, so nothing is clipped or distorted."""
     level = np.maximum(np.abs(mix[:, 0]), np.abs(mix[:, 1]))
     peak, rms = float(level.max()), _rms(mix)
     ceiling = max(rms * 10 ** (CREST_DB / 20), peak * 10 ** (-MAX_LIMIT_DB / 20))
     if peak <= ceiling:
-        return mix
+        return
     window = max(3, int(0.03 * sr))
     envelope = ndimage.maximum_filter1d(level, window)  # centred: the gain starts falling 15 ms early
-    gain = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-12))
-    gain = ndimage.uniform_filter1d(gain, window // 2)
-    return mix * gain[:, None]
+    gain = np.minimum(np.float32(1.0), np.float32(ceiling) / np.maximum(envelope, np.float32(1e-12)))
+    mix *= ndimage.uniform_filter1d(gain, window // 2)[:, None]
 
 
 def _master(mix: np.ndarray, sr: int, final_t: float, duration: float) -> np.ndarray:
     """Rumble/DC high-pass, a short fade-in, a fade-out over the ringing tonic, the peak limiter,
-    then the peak set to PEAK."""
-    mix = _filt(mix, "highpass", 25.0, sr)
+    then the peak set to PEAK. float32 throughout: a minute of stereo is 23 MB per copy."""
+    mix = signal.sosfilt(_sos("highpass", 25.0, sr).astype(np.float32), mix, axis=0)
     n = len(mix)
     head = min(n, int(FADE_IN_S * sr) + 1)
-    mix[:head] *= _ramp(np.arange(head) / sr, 0.0, FADE_IN_S)[:, None]
+    mix[:head] *= _ramp(np.arange(head) / sr, 0.0, FADE_IN_S).astype(np.float32)[:, None]
     tail = min(n, int(min(2.5, 0.75 * (duration - final_t)) * sr))
     if tail > 0:  # cos² from 1 down to exactly 0 at the last sample
-        mix[n - tail:] *= (np.cos(0.5 * np.pi * np.arange(1, tail + 1) / tail) ** 2)[:, None]
-    mix = _limit(mix, sr)
-    return (mix * (PEAK / (float(np.max(np.abs(mix))) or 1.0))).astype(np.float32)
+        mix[n - tail:] *= (np.cos(0.5 * np.pi * np.arange(1, tail + 1) / tail) ** 2).astype(np.float32)[:, None]
+    _limit(mix, sr)
+    mix *= np.float32(PEAK / (float(np.max(np.abs(mix))) or 1.0))
+    return mix
 
 
 def _seed_ints(style: MoodStyle, seed: str) -> list[int]:
@@ -911,26 +929,28 @@ def compose(mood: str, duration_s: float, boundaries_s: Sequence[float] = (), se
             sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A stereo music bed: float32 array of shape (n, 2), n == round(duration_s * sample_rate).
 
-    Peak PEAK (not loudness-normalised: the caller mixes to -14 LUFS). Same inputs, same array;
-    another seed varies the details (arpeggio, voicing, fills, noise) but not the tempo or key.
-    boundaries_s are scene changes in seconds; each gets a soft transition accent.
+    Its peak is PEAK; it is not loudness-normalised (the caller mixes to -14 LUFS). An unknown mood
+    plays DEFAULT_MOOD (style_for gives the note to log). boundaries_s are the scene changes in
+    seconds: each gets a soft transition accent, and the arrangement's extra layer joins on the
+    downbeat after the first. Same inputs, same array, bit for bit; another seed varies the details
+    (arpeggio or motif, voicing, bass pattern, fills, noise) but not the tempo or key.
     """
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
     if sample_rate < 22_050:
         raise ValueError(f"sample_rate must be at least 22050 Hz (the hats and air need it), got {sample_rate}")
+    n = round(duration_s * sample_rate)
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
     style, _ = style_for(mood)
     sr = int(sample_rate)
-    n = round(duration_s * sr)
     plan = _plan(style, duration_s, boundaries_s)
     seeds = _seed_ints(style, seed)
     arranger = _Arranger(style, plan, sr, n, seeds[:3])
     arranger.play()
     mix, send = arranger.mix()
     body = mix[:max(plan.sample(plan.final_t, sr), n // 2)]  # the level of the music, before its ending
-    accents = _accents(arranger.synth, n, sr, boundaries_s, _rms(body), duration_s)
-    mix += accents
-    send += 0.6 * _mono(accents)
+    _add_accents(mix, send, arranger.synth, boundaries_s, _rms(body), duration_s)
     ir = _impulse_response(style.reverb_rt60_s, sr, np.random.default_rng(seeds[3]))
     mix += np.float32(style.reverb_mix) * _reverb(send, ir)
     return _master(mix, sr, plan.final_t, duration_s)
