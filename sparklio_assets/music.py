@@ -815,17 +815,21 @@ class _Arranger:
 
     def mix(self) -> tuple[np.ndarray, np.ndarray]:
         """The dry stereo mix (pad and bass ducked by the kick where the mood pumps) and the mono
-        reverb send (no bass or kick: a reverberant low end is mud)."""
+        reverb send (no bass or kick: a reverberant low end is mud). The buses are used up: the
+        mix is summed into the pad's, to spare a minute of stereo in memory."""
         b = self.buses
         if self.style.duck > 0 and self.kick_times:
             duck = self.duck_curve(len(b.bass))
             b.pad *= duck[:, None]
             b.bass *= duck
             b.lead *= (1 - 0.4 * (1 - duck))[:, None]
-        dry = b.pad + b.lead
-        dry += b.perc
-        dry += (b.bass + b.kick)[:, None]
         send = 0.9 * _mono(b.pad) + _mono(b.lead) + 0.35 * _mono(b.perc)
+        dry = b.pad
+        dry += b.lead
+        dry += b.perc
+        b.bass += b.kick
+        dry += b.bass[:, None]
+        self.buses = _Buses.empty(0)
         return dry, send
 
 
