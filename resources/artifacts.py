@@ -3,7 +3,7 @@
     <home>/jobs/<job_id>/job.json                     the request (brief, brand, quality)
                          storyboard.json
                          scenes/<scene_id>/key.png, overlay.png, motion.json, preview.gif, clip.mp4
-                         audio/soundtrack.wav, audio/soundtrack.json, audio/voice/<scene>-<hash>.wav
+                         audio/soundtrack.wav, soundtrack.json, voice/<hash>.speech.wav, voice/<scene>.wav
                          final/ad.mp4, final/thumbnail.jpg, final/video.json
 
 Every write goes to a temporary file in the same folder and is renamed into place when complete,

@@ -140,8 +140,8 @@ def duck_envelope(n: int, voices: Sequence[Voice], sample_rate: int = SAMPLE_RAT
 
 
 def mix(bed: np.ndarray, voices: Sequence[Voice], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The music bed ducked under the narration, with each line added at its start (lines that
-    would run past the end are cut there: the planner keeps them inside their scene)."""
+    """The music bed ducked under the narration, with each line added at its start (a line that
+    would run past the end is cut there; narrate() already ends every line before it)."""
     out = bed * duck_envelope(len(bed), voices, sample_rate)[:, None]
     for voice in voices:
         samples = voice.samples if voice.samples.ndim == 2 else np.repeat(voice.samples[:, None], 2, axis=1)
@@ -193,11 +193,11 @@ def _instructions(job: JobSpec) -> str:
             f"Tone: {job.brief.tone}.")
 
 
-def _fit_line(scene: Scene, start: float, raw: Path, out: Path, ad_end: float, ffmpeg: FFmpegRunner) -> str:
-    """Convert a spoken line to 48 kHz stereo WAV, sped up (pitch kept, FFmpeg's atempo) when it
-    is longer than its scene allows; returns a note when it still runs past its scene."""
-    # Decoded by FFmpeg (PyAV), not a WAV parser: streamed WAV answers carry no data length.
-    spoken = len(read_audio(raw)) / SAMPLE_RATE
+def _fit_line(scene: Scene, start: float, raw: Path, spoken: float, out: Path, ad_end: float,
+              ffmpeg: FFmpegRunner) -> str:
+    """Convert a spoken line (`spoken` seconds long) to 48 kHz stereo WAV, sped up (pitch kept,
+    FFmpeg's atempo) when it is longer than its scene allows; returns a note when it still runs
+    past its scene."""
     window = max(0.5, scene.duration_seconds - NARRATION_LEAD_S - NARRATION_TAIL_S)
     tempo = min(MAX_TEMPO, max(1.0, spoken / window))
     limit_s = ad_end - END_GAP_S - start
@@ -217,9 +217,10 @@ def _fit_line(scene: Scene, start: float, raw: Path, out: Path, ad_end: float, f
 
 def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: TTSResource, ffmpeg: FFmpegRunner,
             log: Callable[[str], None]) -> tuple[list[NarrationLine], str, float, list[str]]:
-    """Speak every scene's narration line: (lines, engine, cost in USD, notes). Lines are cached
-    by what was asked (model, voice, instructions, text), so re-assembling after a scene is
-    re-made costs nothing; a failed line is left out with a note, and the ad goes on."""
+    """Speak every scene's narration line: (lines, engine, cost in USD, notes). What the API said
+    is cached by what was asked (model, voice, instructions, text), so re-assembling after a scene
+    is re-made costs nothing; fitting each line to its scene is cheap and redone every time. A
+    failed line is left out with a note, and the ad goes on."""
     why_not = tts.unavailable()
     if why_not:
         return [], f"none ({why_not})", 0.0, []
@@ -231,23 +232,24 @@ def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: TTSResource, ffmp
         text = scene.narration.strip()
         if not text:
             continue
-        key = hashlib.sha256(json.dumps([tts.engine, instructions, text, scene.duration_seconds],
-                                        ensure_ascii=False).encode()).hexdigest()[:16]
-        path, at = folder / f"{scene.id}-{key}.wav", scene_start + NARRATION_LEAD_S
-        if not path.is_file():
+        key = hashlib.sha256(json.dumps([tts.engine, instructions, text], ensure_ascii=False).encode()).hexdigest()
+        speech = folder / f"{key[:16]}.speech.wav"  # as the API said it: the only part that costs money
+        fetched = not speech.is_file()
+        if fetched:
             try:
-                raw = tts.speak(text, instructions)
+                data = tts.speak(text, instructions)
             except TTSError as error:
                 notes.append(f"{scene.id}: no narration: {error}")
                 log(f"{scene.id}: narration failed, left out: {error}")
                 continue
-            with atomic_path(folder / f"{scene.id}-{key}.raw.wav") as raw_path:
-                raw_path.write_bytes(raw)
-                spoken = len(read_audio(raw_path)) / SAMPLE_RATE
-                cost += spoken / 60 * tts.price_per_minute_usd
-                note = _fit_line(scene, at, raw_path, path, ad_end, ffmpeg)
-            if note:
-                notes.append(note)
+            with atomic_path(speech) as tmp:
+                tmp.write_bytes(data)
+        # Decoded by FFmpeg (PyAV), not a WAV parser: streamed WAV answers carry no data length.
+        spoken = len(read_audio(speech)) / SAMPLE_RATE
+        cost += spoken / 60 * tts.price_per_minute_usd if fetched else 0.0
+        path, at = folder / f"{scene.id}.wav", scene_start + NARRATION_LEAD_S
+        if note := _fit_line(scene, at, speech, spoken, path, ad_end, ffmpeg):
+            notes.append(note)
         seconds = len(read_audio(path)) / SAMPLE_RATE
         lines.append(NarrationLine(scene_id=scene.id, text=text, start=round(at, 3), seconds=round(seconds, 3),
                                    path=str(path), engine=tts.engine))

@@ -182,6 +182,9 @@ def test_a_line_too_long_for_its_scene_is_sped_up_then_allowed_to_run_on(tmp_pat
     line = next(l for l in record.narration if l.scene_id == "scene_002")
     assert line.seconds == pytest.approx(spoken_seconds(long) / MAX_TEMPO, abs=0.05)
     assert any(n.startswith("scene_002: narration runs") for n in record.notes), record.notes
+    asked = len(tts_server.requests)
+    again = build(job, plan, tmp_path / "soundtrack.wav", tts_for(tts_server), FFmpegRunner())
+    assert len(tts_server.requests) == asked and again.notes == record.notes, "a cached line is fitted again"
 
     last = plan.scenes[-1].id
     job, plan = job_and_plan({last: long})
