@@ -178,6 +178,14 @@ def moviepy_reference(scenes_json: Path, out: Path, ffmpeg) -> None:
                           audio_bitrate=ffmpeg.audio_bitrate, audio_fps=48000, ffmpeg_params=params, logger=None)
 
 
+def prepare_in_child(duration: int, workdir: Path) -> Path:
+    """prepare() and the raw frames, in a child process. Not here: Linux carries a process's peak
+    RSS into the children it spawns (vfork + exec), so a parent grown by preparing a 60 s ad
+    would inflate every measurement's peak RSS."""
+    subprocess.run([sys.executable, __file__, "--prepare", str(duration), "--output", str(workdir)], check=True)
+    return workdir / "scenes.json"
+
+
 def run_one(kind: str, scenes_json: Path, out: Path) -> dict:
     result = subprocess.run([sys.executable, __file__, "--measure", kind, "--scenes", str(scenes_json),
                              "--output", str(out)], capture_output=True, text=True, check=False)
@@ -233,10 +241,14 @@ def main() -> None:
     parser.add_argument("--no-presets", action="store_true", help="skip the x264 preset speed/quality comparison")
     parser.add_argument("--measure", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--e2e-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scenes", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.prepare:  # child process: key images, overlays, soundtrack and raw frames for one length
+        write_raw_frames(prepare(args.prepare, args.output), args.output / "frames.yuv")
+        return
     if args.measure:  # child process: one measurement, one JSON line
         print(json.dumps(measure(args.measure, args.scenes, args.output)))
         return
@@ -253,8 +265,7 @@ def main() -> None:
         for duration in args.durations:
             workdir = Path(tmp) / f"{duration}s"
             workdir.mkdir()
-            scenes_json = prepare(duration, workdir)
-            write_raw_frames(scenes_json, workdir / "frames.yuv")
+            scenes_json = prepare_in_child(duration, workdir)
             row = {"duration": duration, "scenes": len(json.loads(scenes_json.read_text()))}
             for kind in kinds:
                 runs = args.reference_runs or args.runs if kind == "reference" else args.runs
