@@ -57,8 +57,11 @@ class FFmpegRunner(ConfigurableResource):
             "-b:v", self.bitrate, "-maxrate", self.maxrate, "-bufsize", self.bufsize,
             "-g", str(int(fps * self.gop_seconds)), "-pix_fmt", "yuv420p",
             # Frames arrive as BT.601 limited-range YUV (OpenCV's I420); say so, so players
-            # show the brand colours as designed.
+            # show the brand colours as designed. The flags tag the stream; x264's own VUI
+            # parameters are what put primaries and transfer into the bitstream (without them
+            # ffprobe reads "unknown").
             "-colorspace", "smpte170m", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
+            "-x264-params", "colorprim=bt709:transfer=bt709:colormatrix=smpte170m",
             "-movflags", "+faststart",
         ]
 

@@ -73,6 +73,10 @@ def test_mp4_matches_the_product_spec(made):
     assert info.fps == 24 and info.frames == 360
     assert abs(info.duration - plan.duration_seconds) <= 1 / 24
     assert 5e6 <= info.bit_rate <= 10e6, info.bit_rate
+    with av.open(str(job_dir / "final" / "ad.mp4")) as container:
+        video = container.streams.video[0].codec_context
+        # BT.601 matrix, limited range, BT.709 primaries and transfer (FFmpeg's enum values).
+        assert (video.colorspace, video.color_range, video.color_primaries, video.color_trc) == (6, 1, 1, 1)
     with av.open(str(job_dir / "final" / "thumbnail.jpg")) as thumb:
         assert (thumb.streams.video[0].width, thumb.streams.video[0].height) == (1080, 1920)
 
