@@ -77,7 +77,7 @@ class SoundtrackRecord(BaseModel):
 
 @dataclass
 class Voice:
-    """One narration line, decoded: where it starts and its samples (float32, mono or stereo)."""
+    """One narration line, decoded: where it starts and its samples (float32 stereo, (n, 2))."""
 
     start: float
     samples: np.ndarray
@@ -144,10 +144,9 @@ def mix(bed: np.ndarray, voices: Sequence[Voice], sample_rate: int = SAMPLE_RATE
     would run past the end is cut there; narrate() already ends every line before it)."""
     out = bed * duck_envelope(len(bed), voices, sample_rate)[:, None]
     for voice in voices:
-        samples = voice.samples if voice.samples.ndim == 2 else np.repeat(voice.samples[:, None], 2, axis=1)
         start = int(voice.start * sample_rate)
-        end = min(len(out), start + len(samples))
-        out[start:end] += samples[:end - start]
+        end = min(len(out), start + len(voice.samples))
+        out[start:end] += voice.samples[:end - start]
     return out
 
 
@@ -216,15 +215,16 @@ def _fit_line(scene: Scene, start: float, raw: Path, spoken: float, out: Path, a
 
 
 def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: TTSResource, ffmpeg: FFmpegRunner,
-            log: Callable[[str], None]) -> tuple[list[NarrationLine], str, float, list[str]]:
-    """Speak every scene's narration line: (lines, engine, cost in USD, notes). What the API said
+            log: Callable[[str], None]) -> tuple[list[NarrationLine], list[Voice], str, float, list[str]]:
+    """Speak every scene's narration line: (lines, their decoded voices, engine, cost in USD,
+    notes). What the API said
     is cached by what was asked (model, voice, instructions, text), so re-assembling after a scene
     is re-made costs nothing; fitting each line to its scene is cheap and redone every time. A
     failed line is left out with a note, and the ad goes on."""
     why_not = tts.unavailable()
     if why_not:
-        return [], f"none ({why_not})", 0.0, []
-    lines, cost, notes = [], 0.0, []
+        return [], [], f"none ({why_not})", 0.0, []
+    lines, voices, cost, notes = [], [], 0.0, []
     instructions, ad_end = _instructions(job), plan.duration_seconds
     start = 0.0
     for scene in plan.scenes:
@@ -250,10 +250,12 @@ def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: TTSResource, ffmp
         path, at = folder / f"{scene.id}.wav", scene_start + NARRATION_LEAD_S
         if note := _fit_line(scene, at, speech, spoken, path, ad_end, ffmpeg):
             notes.append(note)
-        seconds = len(read_audio(path)) / SAMPLE_RATE
-        lines.append(NarrationLine(scene_id=scene.id, text=text, start=round(at, 3), seconds=round(seconds, 3),
+        samples = read_audio(path)
+        voices.append(Voice(at, samples))
+        lines.append(NarrationLine(scene_id=scene.id, text=text, start=round(at, 3),
+                                   seconds=round(len(samples) / SAMPLE_RATE, 3),
                                    path=str(path), engine=tts.engine))
-    return lines, tts.engine, round(cost, 5), notes
+    return lines, voices, tts.engine, round(cost, 5), notes
 
 
 def build(job: JobSpec, plan: Storyboard, out: Path, tts: TTSResource, ffmpeg: FFmpegRunner,
@@ -262,8 +264,8 @@ def build(job: JobSpec, plan: Storyboard, out: Path, tts: TTSResource, ffmpeg: F
     started = time.perf_counter()
     durations = [s.duration_seconds for s in plan.scenes]
     bed, music, mood_note = make_bed(plan.metadata.bgm_mood, durations, seed=job.job_id)
-    lines, engine, cost, notes = narrate(job, plan, out.parent / "voice", tts, ffmpeg, log)
-    voices = [Voice(line.start, normalize(read_audio(Path(line.path)), target_lufs=VOICE_LUFS)) for line in lines]
+    lines, spoken, engine, cost, notes = narrate(job, plan, out.parent / "voice", tts, ffmpeg, log)
+    voices = [Voice(v.start, normalize(v.samples, target_lufs=VOICE_LUFS)) for v in spoken]
     if voices:
         bed = normalize(bed, target_lufs=BED_UNDER_VOICE_LUFS)
     audio = normalize(mix(bed, voices))

@@ -99,7 +99,7 @@ def test_limiter_leaves_quiet_audio_alone_and_catches_a_peak():
 
 
 def test_music_ducks_under_a_line_and_comes_back():
-    voice = Voice(start=2.0, samples=np.full(SAMPLE_RATE, 0.1, np.float32))
+    voice = Voice(start=2.0, samples=np.full((SAMPLE_RATE, 2), 0.1, np.float32))
     gain = duck_envelope(5 * SAMPLE_RATE, [voice])
     at = lambda s: gain[int(s * SAMPLE_RATE)]  # noqa: E731
     assert at(0.5) == pytest.approx(1.0) and at(4.5) == pytest.approx(1.0)
