@@ -29,9 +29,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError
 
-from resources.artifacts import ArtifactStore, write_model
+from resources.artifacts import ArtifactStore
+from sparklio_assets.files import write_model
 from resources.tts import TTSResource
-from sparklio_assets import layout
+from sparklio_assets import store_paths as layout
 from sparklio_assets.checks import read_report
 from sparklio_assets.formats import MASTER, SIZES
 from sparklio_assets.models import JobSpec, Storyboard
@@ -258,9 +259,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             info["reachable"], info["error"] = False, type(error).__name__
         engines = _engines()
         ffmpeg_ok = all(e.available for e in engines if e.stage == "assembly")
-        slots = max(1, int(os.environ.get(worker.MAX_WORKERS_ENV) or worker.DEFAULT_MAX_WORKERS))
-        folder = store.folder / "worker-slots"
-        busy = sum(1 for i in range(slots) if worker.is_running_lock(folder / f"slot-{i}.lock"))
+        busy = worker.busy_slots(store.folder)
         ok = info["reachable"] and ffmpeg_ok
         return HealthResponse(status="ok" if ok else "degraded", version=_package_version(),
                               dagster_version=dagster.__version__, instance=info, engines=engines,
@@ -278,7 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from sparklio_assets.pipeline import PipelineError, create_job, make_storyboard
 
         spec = JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard")
-        create_job(spec, instance, store)
+        spec = create_job(spec, instance, store)
         try:
             with storyboard_lock:
                 run_id = make_storyboard(spec.job_id, defs, instance, store)

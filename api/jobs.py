@@ -19,9 +19,10 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from resources.artifacts import ArtifactStore, write_model
+from resources.artifacts import ArtifactStore
+from sparklio_assets.files import write_model
 from resources.llm.router import storyboard_cost_usd
-from sparklio_assets import layout
+from sparklio_assets import store_paths as layout
 from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
 from sparklio_assets.pipeline import JOB_TAG
 

@@ -134,16 +134,28 @@ def job_guard(job_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def slot_count() -> int:
+    """How many workers may render at once on this machine: $SPARKLIO_MAX_WORKERS (default 2)."""
+    return max(1, int(os.environ.get(MAX_WORKERS_ENV) or DEFAULT_MAX_WORKERS))
+
+
+def _slot_path(home: Path, i: int) -> Path:
+    return home / "worker-slots" / f"slot-{i}.lock"
+
+
+def busy_slots(home: Path) -> int:
+    """Workers rendering now (for /health)."""
+    return sum(1 for i in range(slot_count()) if is_running_lock(_slot_path(home, i)))
+
+
 @contextmanager
 def worker_slot(home: Path, on_wait=lambda: None) -> Iterator[int]:
-    """At most $SPARKLIO_MAX_WORKERS (default 2) workers render at once on this machine; the
-    others wait here (the API reports them as queued). A slot is a flock, freed when its holder dies."""
-    slots = max(1, int(os.environ.get(MAX_WORKERS_ENV) or DEFAULT_MAX_WORKERS))
-    folder = home / "worker-slots"
+    """At most slot_count() workers render at once on this machine; the others wait here (the
+    API reports them as queued). A slot is a flock, freed when its holder dies."""
     waited = False
     while True:
-        for i in range(slots):
-            fd = _try_lock(folder / f"slot-{i}.lock")
+        for i in range(slot_count()):
+            fd = _try_lock(_slot_path(home, i))
             if fd is not None:
                 try:
                     yield i

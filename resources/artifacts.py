@@ -6,47 +6,26 @@
                          audio/soundtrack.wav, soundtrack.json, voice/<hash>.speech.wav, voice/<scene>.wav
                          final/ad.mp4, final/thumbnail.jpg, final/video.json
 
-Every write goes to a temporary file in the same folder and is renamed into place when complete,
-so readers (the UI, the API, the next asset) only ever see whole files.
+Every write goes to a temporary file in the same folder and is renamed into place when complete
+(sparklio_assets/files.py), so readers (the UI, the API, the next asset) only ever see whole files.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from dagster import ConfigurableResource
 from pydantic import BaseModel, Field
 
+from sparklio_assets.files import write_model
+
 M = TypeVar("M", bound=BaseModel)
 
 
 def default_home() -> str:
     return os.environ.get("SPARKLIO_HOME") or str(Path.home() / ".sparklio")
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on error it vanishes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_model(path: Path, model: BaseModel) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
-    return path
 
 
 class ArtifactStore(ConfigurableResource):
@@ -80,6 +59,10 @@ class ArtifactStore(ConfigurableResource):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist yet: materialize the upstream asset first")
         return model.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write(self, path: Path, model: BaseModel) -> Path:
+        """The model as JSON at path (inside the store), written atomically."""
+        return write_model(path, model)
 
     def contains(self, path: Path) -> bool:
         """True when path is inside the store (for serving files without escaping it)."""

@@ -16,11 +16,13 @@ import openai
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from sparklio_assets.soundtrack import SpeechError
+
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 DEFAULT_VOICE = "coral"
 
 
-class TTSError(RuntimeError):
+class TTSError(SpeechError):
     """The speech API refused or failed; the message says how."""
 
 

@@ -11,8 +11,9 @@ A brief is either the Brief itself (spec 3.1 fields) or {"brief": {...}, "brand"
 (`channels` separated by ';', '|' or ','), and optionally quality, engine_preference and a brand
 kit (brand_name, brand_colors, logo_text, cta_default, tone_keywords).
 
-Exactly once: a brief's job id is derived from its file, row and content (job ids look like
-`spring-r002-3f9c1a7e0b`), so the same brief always names the same job; the sensor requests a job
+Exactly once: a brief's job id is derived from its file and content, not its row (job ids look like
+`spring-acme-cold-brew-3f9c1a7e0b`), so the same brief always names the same job wherever its row
+is (inserting, deleting or reordering rows makes only the new or changed briefs); the sensor requests a job
 only when its partition does not exist yet, keys the run request by the job id, and keeps a cursor
 of each file's content hash so unchanged files are not read again. Editing a row makes a new job
 for that row; the other rows stay done.
@@ -46,17 +47,13 @@ from dagster import (
 )
 from pydantic import ValidationError
 
-from resources.artifacts import ArtifactStore, write_model
-from sparklio_assets import layout
+from resources.artifacts import ArtifactStore
+from sparklio_assets.files import slug
+from sparklio_assets.jobs import AUTO, CAMPAIGN_TAG, CHAIN_TAG, JOB_TAG, ROW_TAG, create_job, next_stages
 from sparklio_assets.models import Brief, JobSpec, describe_validation_error
 from sparklio_assets.partitions import JOBS
-from sparklio_assets.pipeline import JOB_TAG
 
 SUFFIXES = (".json", ".jsonl", ".csv")
-CAMPAIGN_TAG = "sparklio/campaign"  # the campaign file a job came from
-ROW_TAG = "sparklio/campaign_row"
-CHAIN_TAG = "sparklio/chain"  # "auto": the chaining sensor carries the job on to its scenes and final video
-AUTO = "auto"
 SETTLE_SECONDS = 2.0  # a file younger than this may still be being written: read it next tick
 BRIEF_FIELDS = tuple(Brief.model_fields)
 CSV_COLUMNS = (*BRIEF_FIELDS, "quality", "engine_preference",
@@ -97,18 +94,14 @@ class Collected:
 # ---------------------------------------------------------------- reading campaign files
 
 
-def _slug(text: str, limit: int = 20) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
-    return slug if len(slug) >= 2 else f"c{slug or 'ampaign'}"
-
-
-def job_id_for(file: str, row: int, spec: JobSpec, salt: str = "") -> str:
-    """Deterministic: the same brief in the same file and row is always the same job."""
+def job_id_for(file: str, spec: JobSpec, salt: str = "") -> str:
+    """Deterministic: the same brief in the same file is always the same job, wherever its row is
+    (inserting, deleting or reordering rows makes no job again). Readable: file, night, product."""
     content = json.dumps(spec.model_dump(mode="json", exclude={"job_id", "created_at"}), sort_keys=True,
                          ensure_ascii=False)
-    digest = hashlib.sha256(f"{file}\n{row}\n{salt}\n{content}".encode()).hexdigest()[:10]
-    stem = _slug(Path(file).name.split(".")[0])
-    return f"{stem}-{salt + '-' if salt else ''}r{row:03d}-{digest}"
+    digest = hashlib.sha256(f"{file}\n{salt}\n{content}".encode()).hexdigest()[:10]
+    stem = slug(Path(file).name.split(".")[0], limit=16, fallback="campaign")
+    return f"{stem}-{salt + '-' if salt else ''}{slug(spec.brief.product, limit=24, fallback='ad')}-{digest}"
 
 
 def _spec_from_entry(entry: object) -> JobSpec:
@@ -137,7 +130,8 @@ def _spec_from_csv(row: dict[str, str | None]) -> JobSpec:
         if row.get(key):
             data[key] = row[key]
     if row.get("brand_colors"):
-        data["brand"] = {"brand_id": brief.get("brand_id", ""), "name": row.get("brand_name") or brief.get("product", ""),
+        data["brand"] = {"brand_id": brief.get("brand_id", ""),
+                         "name": row.get("brand_name") or brief.get("product", ""),
                          "colors": [c for c in LIST_SPLIT.split(row["brand_colors"]) if c],
                          "logo_text": row.get("logo_text", ""), "cta_default": row.get("cta_default", ""),
                          "tone_keywords": [k for k in LIST_SPLIT.split(row.get("tone_keywords", "")) if k]}
@@ -149,11 +143,19 @@ def _spec_from_csv(row: dict[str, str | None]) -> JobSpec:
         raise ValueError(describe_validation_error(error)) from None
 
 
+def _check_utf8(text: str, where: str) -> None:
+    """Text decoded with surrogateescape keeps undecodable bytes as lone surrogates: find one."""
+    bad = next((i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff"), None)
+    if bad is not None:
+        raise ValueError(f"{where}: not UTF-8 text (byte 0x{ord(text[bad]) - 0xDC00:02x} at column {bad + 1})")
+
+
 def _entries(path: Path, text: str) -> Iterator[tuple[int, Callable[[], JobSpec]]]:
     """(row, parse) per brief in the file; parse raises ValueError naming the field and reason."""
     suffix = path.suffix.lower()
     if suffix == ".json":
         def whole() -> JobSpec:
+            _check_utf8(text, "(file)")
             try:
                 entry = json.loads(text)
             except json.JSONDecodeError as error:
@@ -166,6 +168,7 @@ def _entries(path: Path, text: str) -> Iterator[tuple[int, Callable[[], JobSpec]
                 continue
 
             def one(line: str = line) -> JobSpec:
+                _check_utf8(line, "(row)")
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError as error:
@@ -177,15 +180,18 @@ def _entries(path: Path, text: str) -> Iterator[tuple[int, Callable[[], JobSpec]
         for record in reader:
             if not any((v or "").strip() for k, v in record.items() if k is not None):
                 continue
-            yield reader.line_num, (lambda record=record: _spec_from_csv(record))
+            def row(record: dict = record) -> JobSpec:
+                _check_utf8(",".join(v for v in record.values() if isinstance(v, str)), "(row)")
+                return _spec_from_csv(record)
+            yield reader.line_num, row
 
 
 def read_campaign_file(path: Path, name: str, salt: str = "") -> list[BriefRow]:
     """Every brief in one campaign file, each a job spec with its deterministic id or an error."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        return [BriefRow(name, 1, error=f"(file): cannot be read as UTF-8 text ({error})")]
+    try:  # an undecodable line is that row's error, not the whole file's (_check_utf8)
+        text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    except OSError as error:
+        return [BriefRow(name, 1, error=f"(file): cannot be read ({error})")]
     rows = []
     for row, parse in _entries(path, text):
         try:
@@ -193,7 +199,7 @@ def read_campaign_file(path: Path, name: str, salt: str = "") -> list[BriefRow]:
         except ValueError as error:
             rows.append(BriefRow(name, row, error=str(error)))
             continue
-        spec = spec.model_copy(update={"job_id": job_id_for(name, row, spec, salt)})
+        spec = spec.model_copy(update={"job_id": job_id_for(name, spec, salt)})
         rows.append(BriefRow(name, row, spec=spec))
     if not rows:
         rows.append(BriefRow(name, 1, error="(file): no briefs in it"))
@@ -242,15 +248,11 @@ def collect(folder: Path, job_exists: Callable[[str], bool], cursor: dict[str, s
     return out
 
 
-def write_job(store: ArtifactStore, spec: JobSpec) -> None:
-    """The job's request on disk before its partition exists (kept if an earlier tick wrote it)."""
-    if not layout.job_path(store, spec.job_id).is_file():
-        write_model(layout.job_path(store, spec.job_id), spec)
-
-
-def storyboard_request(row: BriefRow, run_key_prefix: str = "campaign") -> RunRequest:
+def start_request(row: BriefRow, run_key_prefix: str = "campaign") -> RunRequest:
+    """The job's first stage (jobs.next_stages), tagged so the chain sensor carries it on."""
     job_id = row.spec.job_id
-    return RunRequest(job_name="storyboard_job", partition_key=job_id, run_key=f"{run_key_prefix}:{job_id}",
+    (stage,) = next_stages(job_id, (), done=())
+    return RunRequest(job_name=stage.job_name, partition_key=stage.partition_key, run_key=f"{run_key_prefix}:{job_id}",
                       tags={JOB_TAG: job_id, CAMPAIGN_TAG: row.file, ROW_TAG: str(row.row), CHAIN_TAG: AUTO})
 
 
@@ -289,14 +291,14 @@ def build_campaign_sensor(storyboard_job, minimum_interval_seconds: int = 30):
         collected = collect(folder, lambda job_id: instance.has_dynamic_partition(JOBS.name, job_id),
                             _load_cursor(context.cursor))
         _report(context.log, collected)
-        for row in collected.new:
-            write_job(store, row.spec)
+        for row in collected.new:  # the partitions: the SensorResult's request below
+            create_job(row.spec, None, store)
         cursor = json.dumps({"files": collected.cursor}, sort_keys=True)
         if not collected.new:
             bad = f"; {len(collected.bad)} bad row(s) logged" if collected.bad else ""
             return SensorResult(skip_reason=SkipReason(f"no new briefs in {folder}{bad}"), cursor=cursor)
         return SensorResult(
-            run_requests=[storyboard_request(row) for row in collected.new],
+            run_requests=[start_request(row) for row in collected.new],
             dynamic_partitions_requests=[JOBS.build_add_request([row.spec.job_id for row in collected.new])],
             cursor=cursor,
         )
@@ -324,11 +326,10 @@ def build_recurring_schedule(storyboard_job, cron_schedule: str | None = None):
         if not collected.new:
             bad = f"; {len(collected.bad)} bad row(s) logged" if collected.bad else ""
             return SkipReason(f"no briefs to make for {salt} in {folder}{bad}")
+        # Schedules cannot return dynamic partition requests (sensors can): create_job adds them
+        # here, before the run requests that need them.
         for row in collected.new:
-            write_job(store, row.spec)
-        # Schedules cannot return dynamic partition requests (sensors can): add them here, before
-        # the run requests that need them.
-        instance.add_dynamic_partitions(JOBS.name, [row.spec.job_id for row in collected.new])
-        return [storyboard_request(row, run_key_prefix=f"recurring:{salt}") for row in collected.new]
+            create_job(row.spec, instance, store)
+        return [start_request(row, run_key_prefix=f"recurring:{salt}") for row in collected.new]
 
     return recurring_campaigns

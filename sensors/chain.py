@@ -1,9 +1,10 @@
 """Carry a sensor-made job through the graph with the daemon: storyboard → every scene → final_video.
 
-A job takes 2 + N runs because a run targets one partitions definition (see pipeline.py): the
+A job takes 2 + N runs because a run targets one partitions definition (see jobs.py): the
 storyboard [job], one run per scene [job × scene], the final video [job]. For jobs the campaign
 sensor or the recurring schedule made (runs tagged `sparklio/chain=auto`), this sensor reads the
-instance's run-success events since its cursor and requests the next runs:
+instance's run-success events since its cursor and requests what jobs.next_stages says each
+finished run unlocks (the same rule the CLI and the API's worker follow):
 
     storyboard_job succeeded → one scene_job run per scene *in that job's storyboard*
     scene_job succeeded      → when every scene of the same chain has succeeded, final_video_job
@@ -37,53 +38,61 @@ from dagster import (
 )
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets import layout
-from sparklio_assets.partitions import scene_key
-from sparklio_assets.pipeline import JOB_TAG
-
-from .campaigns import AUTO, CAMPAIGN_TAG, CHAIN_TAG
-
-CHAIN_ID_TAG = "sparklio/chain_id"  # the storyboard run that started this pass over the job
-SCENE_TAG = "dagster/partition/scene"
-CARRIED = (JOB_TAG, CHAIN_TAG, CAMPAIGN_TAG)
+from sparklio_assets import store_paths
+from sparklio_assets.jobs import (
+    AUTO,
+    CARRIED_TAGS,
+    CHAIN_ID_TAG,
+    CHAIN_TAG,
+    JOB_TAG,
+    SCENE_JOB,
+    SCENE_TAG,
+    STORYBOARD,
+    STORYBOARD_JOB,
+    next_stages,
+)
 
 
 def _tags(run: DagsterRun, chain_id: str) -> dict[str, str]:
-    return {**{k: run.tags[k] for k in CARRIED if k in run.tags}, CHAIN_ID_TAG: chain_id}
+    return {**{k: run.tags[k] for k in CARRIED_TAGS if k in run.tags}, CHAIN_ID_TAG: chain_id}
+
+
+def _scenes_done_by(run: DagsterRun, chain_id: str, job_id: str, instance: DagsterInstance) -> set[str] | None:
+    """The chain's scenes that had succeeded when `run` did (its own included). Several scene runs
+    may finish together and each be seen complete: ordering by (end time, run id) leaves exactly
+    one of them, the last, to see every scene done (the run key is a second guard)."""
+    records = instance.get_run_records(RunsFilter(job_name=SCENE_JOB, statuses=[DagsterRunStatus.SUCCESS],
+                                                  tags={CHAIN_ID_TAG: chain_id, JOB_TAG: job_id}))
+    order = {r.dagster_run.run_id: (r.end_time or 0.0, r.dagster_run.run_id) for r in records}
+    if run.run_id not in order:
+        return None
+    return {r.dagster_run.tags.get(SCENE_TAG) for r in records if order[r.dagster_run.run_id] <= order[run.run_id]}
 
 
 def next_run_requests(run: DagsterRun, instance: DagsterInstance, store: ArtifactStore) -> list[RunRequest]:
-    """What comes after `run` succeeded, for a chained job: nothing for anything else."""
+    """What `run` (just succeeded) unlocks by jobs.next_stages, for a chained job: nothing for anything else."""
     if run.tags.get(CHAIN_TAG) != AUTO or JOB_TAG not in run.tags:
         return []
     job_id = run.tags[JOB_TAG]
-    if run.job_name == "storyboard_job":
-        plan = layout.read_storyboard(store, job_id)
-        return [RunRequest(job_name="scene_job", partition_key=scene_key(job_id, scene.id),
-                           run_key=f"{run.run_id}:{scene.id}", tags=_tags(run, run.run_id))
-                for scene in plan.scenes]
-    if run.job_name == "scene_job":
-        chain_id = run.tags.get(CHAIN_ID_TAG)
-        if not chain_id:
+    if run.job_name == STORYBOARD_JOB:
+        chain_id, finished, done = run.run_id, STORYBOARD, {STORYBOARD}
+    elif run.job_name == SCENE_JOB and run.tags.get(CHAIN_ID_TAG):
+        chain_id, finished = run.tags[CHAIN_ID_TAG], run.tags.get(SCENE_TAG)
+        scenes = _scenes_done_by(run, chain_id, job_id, instance)
+        if scenes is None:
             return []
-        plan = layout.read_storyboard(store, job_id)
-        records = instance.get_run_records(RunsFilter(job_name="scene_job", statuses=[DagsterRunStatus.SUCCESS],
-                                                      tags={CHAIN_ID_TAG: chain_id, JOB_TAG: job_id}))
-        done = {r.dagster_run.tags.get(SCENE_TAG) for r in records}
-        if not all(scene.id in done for scene in plan.scenes):
-            return []
-        # Several scene runs may finish together and each be seen complete: only the one that
-        # finished last asks for the final video (the run key is a second guard).
-        last = max(records, key=lambda r: (r.end_time or 0.0, r.dagster_run.run_id))
-        if last.dagster_run.run_id != run.run_id:
-            return []
-        return [RunRequest(job_name="final_video_job", partition_key=job_id, run_key=f"{chain_id}:final_video",
-                           tags=_tags(run, chain_id))]
-    return []
+        done = {STORYBOARD, *scenes}
+    else:
+        return []
+    scene_ids = [scene.id for scene in store_paths.read_storyboard(store, job_id).scenes]
+    return [RunRequest(job_name=stage.job_name, partition_key=stage.partition_key,
+                       run_key=f"{chain_id}:{stage.name}", tags=_tags(run, chain_id))
+            for stage in next_stages(job_id, scene_ids, done, finished)]
 
 
 def build_chain_sensor(scene_job, final_video_job, minimum_interval_seconds: int = 10, batch: int = 500):
-    @sensor(name="job_chain_sensor", jobs=[scene_job, final_video_job], minimum_interval_seconds=minimum_interval_seconds,
+    @sensor(name="job_chain_sensor", jobs=[scene_job, final_video_job],
+            minimum_interval_seconds=minimum_interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
             description="Carries campaign jobs on: storyboard → each scene → final_video.")
     def job_chain_sensor(context: SensorEvaluationContext, store: ArtifactStore):

@@ -25,13 +25,14 @@ from dagster import (
 )
 from PIL import Image
 
-from resources.artifacts import ArtifactStore, atomic_path, write_model
+from resources.artifacts import ArtifactStore
+from .files import atomic_path, write_model
 from resources.comfyui import ComfyError, ComfyLostJob, ComfyTimeout, ComfyUIResource, ComfyUnavailable
 from resources.ffmpeg import FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
 from resources.tts import TTSResource
 
-from . import layout
+from . import store_paths as layout
 from .comfy_engines import make_key_image, make_motion_clip, use_comfy
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
@@ -47,8 +48,10 @@ from .video_probe import probe
 
 # Spec 8.1: generation steps get 3 tries with exponential backoff.
 GENERATION_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL)
-# With the Celery executor (SPARKLIO_EXECUTOR=celery) these steps go to the `gpu` queue, served by
-# workers on GPU machines; every other step goes to the default `dagster` queue.
+# The scene steps hold a slot of the `gpu` pool each (its limit: how many run at once, fleet-wide).
+# With the Celery executor (SPARKLIO_EXECUTOR=celery) they go to the `gpu` queue, served by workers
+# on GPU machines; every other step goes to the default `dagster` queue.
+GPU_POOL = "gpu"
 GPU_QUEUE = {"dagster-celery/queue": "gpu"}
 
 
@@ -92,6 +95,8 @@ def storyboard(context: AssetExecutionContext, store: ArtifactStore, llm: LLMRou
     calls_md = (f"\n\n| role | model | outcome | latency | tokens in / out | cost |\n|---|---|---|---|---|---|\n"
                 f"{call_rows}" if call_rows else "")
     return MaterializeResult(metadata={
+        "title": plan.title,  # with the readable job id (jobs.readable_job_id): how a person finds the job
+        "product": job.brief.product,
         "engine": plan.metadata.planner_engine,
         "scenes": len(plan.scenes),
         "duration_seconds": plan.duration_seconds,
@@ -108,7 +113,7 @@ def storyboard(context: AssetExecutionContext, store: ArtifactStore, llm: LLMRou
     })
 
 
-@asset(partitions_def=SCENES, deps=[storyboard], group_name="ad", pool="gpu", kinds={"python"},
+@asset(partitions_def=SCENES, deps=[storyboard], group_name="ad", pool=GPU_POOL, kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
        description="The scene's 1080x1920 key image (built-in engine, or ComfyUI when configured).")
 def scene_key_image(context: AssetExecutionContext, store: ArtifactStore, comfy: ComfyUIResource) -> MaterializeResult:
@@ -163,7 +168,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
                       allow_retries=False) from error
 
 
-@asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool="gpu", kinds={"python"},
+@asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool=GPU_POOL, kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
        description="How the scene moves (Ken Burns or an AnimateDiff clip) and its overlay of copy and brand elements.")
 def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comfy: ComfyUIResource) -> MaterializeResult:

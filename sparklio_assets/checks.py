@@ -41,9 +41,10 @@ from dagster import (
     multi_asset_check,
 )
 
-from resources.artifacts import ArtifactStore, atomic_path
+from resources.artifacts import ArtifactStore
+from .files import atomic_path
 
-from . import layout
+from . import store_paths as layout
 from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
 from .overlay import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box, contrast, hex_rgb, render_overlay
 from .partitions import JOBS

@@ -4,7 +4,7 @@
                                  [--engine auto|local|cloud|hybrid]
     sparklio demo [--out DIR]
     sparklio remake-scene JOB_ID SCENE_ID [--out DIR]
-    sparklio run-job JOB_ID [--scene SCENE_ID] [--out DIR]   (the API's detached worker)
+    sparklio run-job JOB_ID [--scene SCENE_ID] [--out DIR] [--run-config JSON]   (the API's detached worker)
     sparklio serve [--host HOST] [--port PORT] [--out DIR]   (the REST API, see api/)
 
 A bad brief is reported on one line naming the field and the reason, with exit code 2, before
@@ -69,7 +69,7 @@ def generate(spec: JobSpec, out: str | None) -> int:
     from .pipeline import PipelineError, StageReport, create_job, run_job
 
     defs, instance, store = _session(out)
-    create_job(spec, instance, store)
+    spec = create_job(spec, instance, store)
     _print(f"job {spec.job_id}: {spec.brief.product}, {spec.brief.duration} s, quality {spec.quality}")
     _print(f"  media: {store.job_dir(spec.job_id)}")
     _print(f"  dagster: runs recorded in {os.environ['DAGSTER_HOME']} (see them with `dagster dev`)")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="draft: built-in engines; standard/premium: ComfyUI when configured")
     gen.add_argument("--engine", choices=get_args(EnginePreference), default="auto",
                      help="LLM route for the storyboard (local = Ollama only)")
-    gen.add_argument("--job-id", help="name the job (default: random)")
+    gen.add_argument("--job-id", help="name the job (default: <product>-<date>-<short id>)")
     demo = sub.add_parser("demo", help="make the sample eye-cream ad shipped with the package")
     demo.add_argument("--out", default="demo_output")
     remake = sub.add_parser("remake-scene", help="re-make one scene of a job and re-assemble its video")
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("job_id")
     run_p.add_argument("--scene", help="only re-make this scene, then re-assemble")
     run_p.add_argument("--out")
+    run_p.add_argument("--run-config", default="", help="Dagster run config as JSON (e.g. resource overrides)")
     serve_p = sub.add_parser("serve", help="start the REST API (OpenAPI docs at /docs)")
     serve_p.add_argument("--host", default=os.environ.get("SPARKLIO_HOST", "127.0.0.1"))
     serve_p.add_argument("--port", type=int, default=int(os.environ.get("SPARKLIO_PORT", "8000")))
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(describe_validation_error(error, "job")) from None
             return generate(spec, args.out)
         if args.command == "run-job":
-            return run_existing_job(args.job_id, args.scene, args.out)
+            return run_existing_job(args.job_id, args.scene, args.out, _run_config(args.run_config))
         if args.command == "serve":
             return serve(args.host, args.port, args.out, args.log_level)
         return remake_scene(args.job_id, args.scene_id, args.out)
@@ -167,12 +168,24 @@ def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
     return 0
 
 
-def run_existing_job(job_id: str, scene_id: str | None, out: str | None) -> int:
+def _run_config(text: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"--run-config: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"--run-config: must be a JSON object, got {type(config).__name__}")
+    return config
+
+
+def run_existing_job(job_id: str, scene_id: str | None, out: str | None, run_config: dict | None = None) -> int:
     """The worker the API launches (`POST /video/generate`, `/video/regenerate/...`); also usable by
     hand. Every stage is a Dagster run tagged with the job id, which is how the API reports progress."""
     from api import worker
 
-    from . import layout
+    from . import store_paths
     from .pipeline import PipelineError, StageReport, assemble, remake_scene, run_job
 
     if fd := os.environ.get(worker.LOCK_FD_ENV):
@@ -182,7 +195,7 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None) -> int:
         job_dir = store.job_dir(job_id)
     except ValueError as error:
         raise InputError(str(error)) from None
-    if not layout.job_path(store, job_id).is_file():
+    if not store_paths.job_path(store, job_id).is_file():
         raise InputError(f"job {job_id}: no such job in {store.root}")
 
     def report(stage: StageReport) -> None:
@@ -194,10 +207,10 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None) -> int:
                 store.folder, on_wait=lambda: _print("waiting for a free worker slot")):
             _print(f"job {job_id}: {'re-making ' + scene_id if scene_id else 'generating'} (pid {os.getpid()})")
             if scene_id:
-                remake_scene(job_id, scene_id, defs, instance, store, report)
-                record = assemble(job_id, defs, instance, store, report)
+                remake_scene(job_id, scene_id, defs, instance, store, report, run_config)
+                record = assemble(job_id, defs, instance, store, report, run_config)
             else:
-                record = run_job(job_id, defs, instance, store, report, reuse_storyboard=True)
+                record = run_job(job_id, defs, instance, store, report, run_config, reuse_storyboard=True)
     except worker.WorkerBusy as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -16,7 +16,6 @@ to 24 fps, VHS mp4. The caller turns any failure into the Ken Burns fallback (sp
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +32,9 @@ from comfy_graphs import (
     with_controlnet,
     with_ipadapter,
 )
-from resources.artifacts import atomic_path
 from resources.comfyui import ComfyError, ComfyModels, ComfyUIClient, ComfyUIResource, JobResult
 
+from .files import atomic_path, slug
 from .models import FPS, BrandKit, KeyImageRecord, MotionRecord, Quality, Scene
 from .overlay import HEIGHT, WIDTH
 
@@ -59,10 +58,6 @@ def _client(comfy: Comfy, log: Log | None) -> Iterator[tuple[ComfyUIClient, floa
         yield client, comfy.motion_timeout_s
     finally:
         client.close()
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "job"
 
 
 def key_image_prompt(scene: Scene, brand: BrandKit, product: str) -> str:
@@ -139,14 +134,14 @@ def make_key_image(comfy: Comfy, scene: Scene, brand_kit: BrandKit, product: str
                 lora = None
         g = sdxl_key_image(key_image_prompt(scene, brand_kit, product), seed, models, lora=lora,
                            steps=models.steps + 10 if quality == "premium" else models.steps,
-                           filename_prefix=f"sparklio/{_slug(job_id)}/{scene.id}_key")
+                           filename_prefix=f"sparklio/{slug(job_id)}/{scene.id}_key")
         engine = "comfyui_lora" if lora else "comfyui_sdxl"
         uploads: dict[str, Path] = {}
         with tempfile.TemporaryDirectory(prefix="sparklio-comfy-") as tmp:
             work = Path(tmp)
             if "product_3d" in scene.brand_elements:
                 if _available(client, "ControlNetLoader", "control_net_name", models.controlnet):
-                    guide = work / f"{_slug(job_id)}_{scene.id}_guide.png"
+                    guide = work / f"{slug(job_id)}_{scene.id}_guide.png"
                     product_guide().save(guide, "PNG")
                     with_controlnet(g, guide.name, models)
                     uploads[g.id("control_image")] = guide
@@ -183,7 +178,7 @@ def make_motion_clip(comfy: Comfy, scene: Scene, key_image_path: Path, out_clip_
         frames = motion_frames(scene.frames)
         g = animatediff_clip(Path(key_image_path).name, scene.image_prompt, scene.motion_style, seed, models,
                              frames=frames, ipadapter=quality == "premium",
-                             filename_prefix=f"sparklio/{_slug(job_id)}/{scene.id}_motion")
+                             filename_prefix=f"sparklio/{slug(job_id)}/{scene.id}_motion")
         with tempfile.TemporaryDirectory(prefix="sparklio-comfy-") as tmp:
             result = client.run(g.build(), Path(tmp), uploads={g.id("key_image"): Path(key_image_path)},
                                 timeout_s=deadline, label=f"{scene.id} AnimateDiff")

@@ -1,33 +1,27 @@
-"""Everything Dagster loads: assets, jobs, resources (the one Definitions object)."""
+"""Everything Dagster loads: assets, jobs, checks, sensors, the schedule, resources (the one
+Definitions object). Nothing imports this module but Dagster itself and the faces (CLI, API):
+the Celery workers reach it by name (distributed.DEFINITIONS_MODULE)."""
 
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job
+from dagster import Definitions
 
 from resources.artifacts import ArtifactStore
 from resources.comfyui import ComfyUIResource
 from resources.ffmpeg import FFmpegRunner
 from resources.llm import LLMRouter
 from resources.tts import TTSResource
-
 from sensors.campaigns import build_campaign_sensor, build_recurring_schedule
 from sensors.chain import build_chain_sensor
 
 from .assets import final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
 from .checks import ASSET_CHECKS
 from .distributed import executor_from_env
-
-# Each job's partitioning (JOBS, or SCENES for scene_job) is inferred from the assets it selects.
-storyboard_job = define_asset_job("storyboard_job", selection=[storyboard], description="Plan one job's scenes.")
-scene_job = define_asset_job("scene_job", selection=[scene_key_image, scene_motion_clip],
-                             description="Make (or re-make) one scene: key image, then motion.")
-final_video_job = define_asset_job("final_video_job", selection=[soundtrack, final_video],
-                                   description="Mix the soundtrack and assemble one job's current scenes into "
-                                               "the finished MP4.")
+from .jobs import ASSET_JOBS, final_video_job, scene_job, storyboard_job
 
 defs = Definitions(
     assets=[storyboard, scene_key_image, scene_motion_clip, soundtrack, final_video],
-    jobs=[storyboard_job, scene_job, final_video_job],
+    jobs=list(ASSET_JOBS),
     asset_checks=ASSET_CHECKS,
     sensors=[build_campaign_sensor(storyboard_job), build_chain_sensor(scene_job, final_video_job)],
     schedules=[build_recurring_schedule(storyboard_job)],

@@ -10,10 +10,11 @@ with Redis as broker and result backend, and the instance (runs, events, schedul
                                         runs) sharing one Redis apart
 
 Steps tagged `dagster-celery/queue: gpu` (scene_key_image, scene_motion_clip) go to the `gpu` queue;
-everything else to dagster-celery's default queue, `dagster`. Workers:
+everything else to dagster-celery's default queue, `dagster`. Workers read this same config
+(sparklio_assets/celery_app.py), from the same environment:
 
-    dagster-celery worker start -A dagster_celery.app -y deploy/celery_worker.yaml -q gpu -n gpu
-    dagster-celery worker start -A dagster_celery.app -y deploy/celery_worker.yaml -q dagster -n cpu
+    celery -A sparklio_assets.celery_app worker -Q gpu -n gpu@%h --prefetch-multiplier=1
+    celery -A sparklio_assets.celery_app worker -Q dagster -n cpu@%h --prefetch-multiplier=1
 
 The module is not called `celery.py` so that nothing can shadow the `celery` package itself. It
 imports dagster_celery only when the Celery executor is asked for: the base install (no
@@ -23,18 +24,21 @@ imports dagster_celery only when the Celery executor is asked for: the base inst
 import os
 from typing import Any
 
+from dagster import execute_job
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+
 EXECUTOR_ENV = "SPARKLIO_EXECUTOR"
 BROKER_ENV = "SPARKLIO_CELERY_BROKER"
 BACKEND_ENV = "SPARKLIO_CELERY_BACKEND"
 PREFIX_ENV = "SPARKLIO_CELERY_PREFIX"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
-GPU_QUEUE = "gpu"
-DEFAULT_QUEUE = "dagster"  # dagster_celery.defaults.task_default_queue
+DEFINITIONS_MODULE = "sparklio_assets.definitions"  # where the code server and the workers load `defs`
 
 
 def celery_config(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The Celery executor's config; the same block is the workers' `-y` config (`execution: config:`)."""
+    """The Celery executor's config, read from the environment; the workers build their app from
+    the same function (celery_app.py), so the two cannot drift apart."""
     env = os.environ if env is None else env
     # dagster-celery replaces its default config_source wholesale with ours: keep its defaults.
     transport: dict[str, Any] = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -49,15 +53,8 @@ def celery_config(env: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def worker_config_yaml(env: dict[str, str] | None = None) -> str:
-    """The file to pass to `dagster-celery worker start -y`: the executor's own config."""
-    import yaml
-
-    return yaml.safe_dump({"execution": {"config": celery_config(env)}}, sort_keys=False)
-
-
 def celery_executor_def():
-    from dagster_celery import celery_executor
+    from dagster_celery import celery_executor  # noqa: PLC0415 (the [distributed] extra, asked for by env)
 
     return celery_executor.configured(celery_config(), name="sparklio_celery")
 
@@ -77,51 +74,11 @@ def executor_from_env():
     return celery_executor_def() if cluster_executor() else None
 
 
-def execute_on_cluster(defs, job_name: str, partition_key: str, instance, tags: dict[str, str], run_config: dict,
-                       module: str = "sparklio_assets.definitions"):
+def execute_on_cluster(defs, job_name: str, partition_key, instance, tags: dict[str, str], run_config: dict,
+                       module: str = DEFINITIONS_MODULE):
     """One run through the job's own executor: unlike execute_in_process, execute_job honours it,
-    so the steps go to the workers (which load `defs` from the same module)."""
-    from dagster import execute_job
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
+    so the steps go to the workers (which load `defs` from the same module, by name)."""
     recon = ReconstructableRepository.for_module(module, "defs").get_reconstructable_job(job_name)
     partitions = defs.resolve_job_def(job_name).partitions_def
     return execute_job(recon, instance, run_config=run_config, raise_on_error=False,
                        tags={**partitions.get_tags_for_partition_key(partition_key), **tags})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m sparklio_assets.distributed run JOB_ID   (the job must exist: sparklio / the API / a campaign)
-
-    The same as `sparklio run-job`, with a run config (e.g. resource overrides) and one
-    `stage<TAB>run id` line per stage."""
-    import argparse
-
-    from dagster import DagsterInstance
-
-    from resources.artifacts import ArtifactStore
-
-    parser = argparse.ArgumentParser(prog="python -m sparklio_assets.distributed")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="make one existing job through the configured executor")
-    run.add_argument("job_id")
-    run.add_argument("--run-config", default="", help="run config as JSON (e.g. resource overrides)")
-    sub.add_parser("worker-config", help="print the workers' -y config for the current environment")
-    args = parser.parse_args(argv)
-    if args.command == "worker-config":
-        print(worker_config_yaml(), end="")
-        return 0
-    import json
-
-    from .definitions import defs
-    from .pipeline import run_job
-
-    with DagsterInstance.get() as instance:
-        run_job(args.job_id, defs, instance, ArtifactStore(),
-                on_stage=lambda stage: print(f"{stage.stage}\t{stage.run_id}", flush=True),
-                run_config=json.loads(args.run_config) if args.run_config else None)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

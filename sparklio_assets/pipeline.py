@@ -1,33 +1,59 @@
-"""Running a job through Dagster: create the job's partition, then materialize its storyboard,
-each scene, and the final video as runs on the instance, so every run shows in the Dagster UI.
+"""Running a job through Dagster without a daemon (the CLI, the API's worker): materialize the
+stages that jobs.next_stages names, as runs on the instance, so every run shows in the Dagster UI.
 
-A run targets one partitions definition, so a job takes 2 + N runs (storyboard, one per scene,
-final video), one after the other: the CLI needs no daemon, and the stage reports come back as
-they finish. On one machine each run executes in this process; with SPARKLIO_EXECUTOR=celery its
-steps go to the Celery workers (sparklio_assets/distributed.py).
+A job is 2 + N runs: storyboard, then its N scene runs at once, then the final video. The scene
+runs are bounded by the `gpu` pool (the instance's limit, `dagster instance concurrency set gpu N`):
+
+- on one machine (Dagster's default executor) at most min(pool limit, CPU cores) scene runs go at
+  once, each in a child process forked from this one, so they share nothing but the instance and
+  the store and run truly in parallel (the built-in engines are CPU-bound Python);
+- with SPARKLIO_EXECUTOR=celery at most the pool limit: each run's steps go to the `gpu` queue,
+  where every free GPU worker takes one (sparklio_assets/distributed.py).
+
+Inside each run the scene steps claim their pool slot as usual, so runs of other jobs (another API
+worker, a campaign) share the same limit. Reports come back in stage order once each stage is done.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions
 
-from resources.artifacts import ArtifactStore, write_model
+from resources.artifacts import ArtifactStore
 
-from . import distributed, layout
-from .models import JobSpec, KeyImageRecord, MotionRecord, VideoRecord
-from .partitions import JOBS, scene_key
+from . import distributed, store_paths
+from .assets import GPU_POOL
+from .jobs import (
+    FINAL_VIDEO,
+    FINAL_VIDEO_JOB,
+    JOB_TAG,
+    SCENE_JOB,
+    STORYBOARD,
+    STORYBOARD_JOB,
+    Stage,
+    create_job,
+    next_stages,
+)
+from .models import KeyImageRecord, MotionRecord, VideoRecord
+from .partitions import scene_key
 
-JOB_TAG = "sparklio/job_id"
+__all__ = ["JOB_TAG", "PipelineError", "StageReport", "assemble", "create_job", "ensure_dagster_home",
+           "make_storyboard", "remake_scene", "run_job", "scene_parallelism"]
+
 # Warnings and errors from in-process runs reach the terminal; the rest is in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+OnStage = Callable[["StageReport"], None]
 
 
 class PipelineError(RuntimeError):
@@ -53,74 +79,156 @@ def ensure_dagster_home(sparklio_home: Path) -> Path:
     return home
 
 
-def create_job(spec: JobSpec, instance: DagsterInstance, store: ArtifactStore) -> JobSpec:
-    """Write the job's request and register its partition. Idempotent for the same job_id."""
-    write_model(layout.job_path(store, spec.job_id), spec)
-    if not instance.has_dynamic_partition(JOBS.name, spec.job_id):
-        instance.add_dynamic_partitions(JOBS.name, [spec.job_id])
-    return spec
+# ---------------------------------------------------------------- one run
 
 
-def _execute(defs: Definitions, job_name: str, partition_key: str, instance: DagsterInstance, job_id: str,
-             stage: str, run_config: dict | None = None) -> str:
+def _execute(defs: Definitions, stage: Stage, instance: DagsterInstance, job_id: str,
+             run_config: dict | None = None) -> tuple[str, float]:
+    """One stage as one run; returns (run id, seconds). Raises PipelineError naming each failed step."""
+    started = time.perf_counter()
     config = {**QUIET, **(run_config or {})}
     tags = {JOB_TAG: job_id}
     if distributed.cluster_executor() is None:
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, partition_key=partition_key, tags=tags, run_config=config, raise_on_error=False)
+        result = defs.resolve_job_def(stage.job_name).execute_in_process(
+            instance=instance, partition_key=stage.partition_key, tags=tags, run_config=config, raise_on_error=False)
     else:  # the configured executor (Celery) places the steps on its workers, so run the job through it
-        result = distributed.execute_on_cluster(defs, job_name, partition_key, instance, tags, config)
+        result = distributed.execute_on_cluster(defs, stage.job_name, stage.partition_key, instance, tags, config)
     if not result.success:
         failures = result.get_step_failure_events()
         reason = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
                            for e in failures if e.step_failure_data.error) or "run failed"
-        raise PipelineError(f"{stage} failed (run {result.run_id}): {reason}")
-    return result.run_id
+        raise PipelineError(f"{stage.name} failed (run {result.run_id}): {reason}")
+    return result.run_id, time.perf_counter() - started
+
+
+def _report(stage: Stage, job_id: str, run_id: str, seconds: float, store: ArtifactStore) -> StageReport:
+    """What made the stage's output, read back from the records its run wrote."""
+    if stage.job_name == STORYBOARD_JOB:
+        engines = {"storyboard": store_paths.read_storyboard(store, job_id).metadata.planner_engine}
+    elif stage.job_name == SCENE_JOB:
+        key = store.read(store_paths.key_image_record_path(store, job_id, stage.name), KeyImageRecord)
+        motion = store.read(store_paths.motion_path(store, job_id, stage.name), MotionRecord)
+        engines = {"image": key.engine, "motion": motion.engine + (
+            f" (fallback: {motion.fallback_reason})" if motion.fallback_reason else "")}
+    else:
+        record = store.read(store_paths.video_record_path(store, job_id), VideoRecord)
+        engines = {k: record.engines[k] for k in ("music", "narration", "assembly") if k in record.engines}
+    return StageReport(stage.name, run_id, seconds, engines)
+
+
+# ---------------------------------------------------------------- several runs at once
+
+# What a forked stage process inherits from its parent (set before the pool forks, never pickled:
+# Definitions built in memory, by tests or by hand, need not be importable by module name).
+_CHILD: dict = {}
+
+
+def _child_init(defs: Definitions, instance_ref, job_id: str, run_config: dict | None) -> None:
+    _CHILD.update(defs=defs, instance=DagsterInstance.from_ref(instance_ref), job_id=job_id, run_config=run_config)
+
+
+def _child_run(stage: Stage) -> tuple[str, float]:
+    return _execute(_CHILD["defs"], stage, _CHILD["instance"], _CHILD["job_id"], _CHILD["run_config"])
+
+
+def gpu_pool_limit(instance: DagsterInstance) -> int | None:
+    """The `gpu` pool's slot count on this instance (set, or the instance's default_limit);
+    None when the instance enforces no pool limits."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return None
+    default = storage.get_pool_config().default_pool_limit
+    for pool in storage.get_pool_limits():
+        if pool.name == GPU_POOL and not pool.from_default:
+            return pool.limit
+    return default
+
+
+def scene_parallelism(instance: DagsterInstance, scenes: int) -> int:
+    """How many scene runs go at once: the `gpu` pool's limit, and on one machine no more than its
+    CPU cores (the built-in engines are CPU-bound); with Celery the GPU workers take one each."""
+    bound = scenes
+    if distributed.cluster_executor() is None:
+        bound = min(bound, os.cpu_count() or 1)
+    limit = gpu_pool_limit(instance)
+    return max(1, min(bound, limit if limit is not None else bound))
+
+
+def _can_fork(instance: DagsterInstance) -> bool:
+    return "fork" in multiprocessing.get_all_start_methods() and not instance.is_ephemeral
+
+
+def run_stages(stages: Sequence[Stage], job_id: str, defs: Definitions, instance: DagsterInstance,
+               store: ArtifactStore, on_stage: OnStage = lambda _: None, run_config: dict | None = None) -> None:
+    """Run the stages (one stage, or a job's scenes) and report each in order. Several go at once
+    (scene_parallelism); a failed one does not stop the others, and the error names every failure."""
+    workers = min(len(stages), scene_parallelism(instance, len(stages))) if len(stages) > 1 else 1
+    if workers == 1 or not _can_fork(instance):
+        for stage in stages:
+            run_id, seconds = _execute(defs, stage, instance, job_id, run_config)
+            on_stage(_report(stage, job_id, run_id, seconds, store))
+        return
+    errors: list[str] = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_child_init,
+                             initargs=(defs, instance.get_ref(), job_id, run_config)) as pool:
+        futures: list[tuple[Stage, Future]] = [(stage, pool.submit(_child_run, stage)) for stage in stages]
+        for stage, future in futures:
+            try:
+                run_id, seconds = future.result()
+            except PipelineError as error:
+                errors.append(str(error))
+                continue
+            except BrokenProcessPool as error:
+                errors.append(f"{stage.name} failed: its process died ({error})")
+                continue
+            on_stage(_report(stage, job_id, run_id, seconds, store))
+    if errors:
+        raise PipelineError("; ".join(errors))
+
+
+# ---------------------------------------------------------------- the entry points
 
 
 def run_job(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
-            on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None,
+            on_stage: OnStage = lambda _: None, run_config: dict | None = None,
             reuse_storyboard: bool = False) -> VideoRecord:
-    """Materialize everything for one job; returns the final video's record. With
-    reuse_storyboard, a storyboard already materialized (by the API, say) is kept."""
-    planned = (reuse_storyboard and layout.storyboard_path(store, job_id).is_file()
-               and job_id in instance.get_materialized_partitions(AssetKey("storyboard")))
-    if not planned:
-        make_storyboard(job_id, defs, instance, store, on_stage, run_config)
-    for scene in layout.read_storyboard(store, job_id).scenes:
-        remake_scene(job_id, scene.id, defs, instance, store, on_stage, run_config)
-    return assemble(job_id, defs, instance, store, on_stage, run_config)
+    """Materialize everything for one job, in the order jobs.next_stages gives; returns the final
+    video's record. With reuse_storyboard, a storyboard already materialized (by the API, say) is kept."""
+    done: set[str] = set()
+    if (reuse_storyboard and store_paths.storyboard_path(store, job_id).is_file()
+            and job_id in instance.get_materialized_partitions(AssetKey("storyboard"))):
+        done.add(STORYBOARD)
+    while True:
+        scene_ids = [s.id for s in store_paths.read_storyboard(store, job_id).scenes] if STORYBOARD in done else []
+        stages = next_stages(job_id, scene_ids, done)
+        if not stages:
+            return store.read(store_paths.video_record_path(store, job_id), VideoRecord)
+        run_stages(stages, job_id, defs, instance, store, on_stage, run_config)
+        done.update(stage.name for stage in stages)
 
 
 def make_storyboard(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
-                    on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> str:
+                    on_stage: OnStage = lambda _: None, run_config: dict | None = None) -> str:
     """Materialize the job's storyboard; returns the run id."""
-    started = time.perf_counter()
-    run_id = _execute(defs, "storyboard_job", job_id, instance, job_id, "storyboard", run_config)
-    plan = layout.read_storyboard(store, job_id)
-    on_stage(StageReport("storyboard", run_id, time.perf_counter() - started,
-                         {"storyboard": plan.metadata.planner_engine}))
-    return run_id
+    reports: list[StageReport] = []
+
+    def report(stage: StageReport) -> None:
+        reports.append(stage)
+        on_stage(stage)
+
+    run_stages([Stage(STORYBOARD, STORYBOARD_JOB, job_id)], job_id, defs, instance, store, report, run_config)
+    return reports[0].run_id
 
 
 def assemble(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
-             on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> VideoRecord:
+             on_stage: OnStage = lambda _: None, run_config: dict | None = None) -> VideoRecord:
     """(Re-)mix the soundtrack and assemble the final video from the job's current scenes."""
-    started = time.perf_counter()
-    run_id = _execute(defs, "final_video_job", job_id, instance, job_id, "final_video", run_config)
-    record = store.read(layout.video_record_path(store, job_id), VideoRecord)
-    engines = {k: record.engines[k] for k in ("music", "narration", "assembly") if k in record.engines}
-    on_stage(StageReport("final_video", run_id, time.perf_counter() - started, engines))
-    return record
+    run_stages([Stage(FINAL_VIDEO, FINAL_VIDEO_JOB, job_id)], job_id, defs, instance, store, on_stage, run_config)
+    return store.read(store_paths.video_record_path(store, job_id), VideoRecord)
 
 
 def remake_scene(job_id: str, scene_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
-                 on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> None:
+                 on_stage: OnStage = lambda _: None, run_config: dict | None = None) -> None:
     """(Re-)materialize one scene's key image and motion; the other scenes are not touched."""
-    started = time.perf_counter()
-    run_id = _execute(defs, "scene_job", scene_key(job_id, scene_id), instance, job_id, scene_id, run_config)
-    key = store.read(layout.key_image_record_path(store, job_id, scene_id), KeyImageRecord)
-    motion = store.read(layout.motion_path(store, job_id, scene_id), MotionRecord)
-    on_stage(StageReport(scene_id, run_id, time.perf_counter() - started,
-                         {"image": key.engine, "motion": motion.engine + (
-                             f" (fallback: {motion.fallback_reason})" if motion.fallback_reason else "")}))
+    run_stages([Stage(scene_id, SCENE_JOB, scene_key(job_id, scene_id))], job_id, defs, instance, store,
+               on_stage, run_config)

@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import av
 import numpy as np
 import pyloudnorm
 from pydantic import BaseModel, Field
@@ -25,10 +27,7 @@ from scipy import signal
 from scipy.io import wavfile
 from scipy.ndimage import minimum_filter1d
 
-from resources.artifacts import atomic_path
-from resources.ffmpeg import FFmpegRunner
-from resources.tts import TTSError, TTSResource
-
+from .files import atomic_path
 from .models import JobSpec, Scene, Storyboard
 from .music import SAMPLE_RATE, compose, style_for
 from .planner import language_of
@@ -44,6 +43,33 @@ END_GAP_S = 0.4  # ...then may run on into the next scenes, but ends this long b
 VOICE_LUFS = -16.0  # each line, before the mix
 BED_UNDER_VOICE_LUFS = -18.0  # the music, before ducking, when there is narration
 MUSIC_ENGINE = "builtin synth"
+
+
+class SpeechError(RuntimeError):
+    """The speech engine refused or failed one line (resources.tts.TTSError is one)."""
+
+
+class Speaker(Protocol):
+    """What narration needs from a speech engine (resources.tts.TTSResource is one): the soundtrack
+    is media code, so it takes the engine from the asset instead of importing a resource."""
+
+    @property
+    def engine(self) -> str: ...
+
+    @property
+    def price_per_minute_usd(self) -> float: ...
+
+    def unavailable(self) -> str | None: ...
+
+    def speak(self, text: str, instructions: str = "") -> bytes:
+        """The line as WAV bytes; raises SpeechError."""
+        ...
+
+
+class AudioConverter(Protocol):
+    """Runs FFmpeg on one input (resources.ffmpeg.FFmpegRunner is one): `run(args, out)`."""
+
+    def run(self, args: list[str], out_path: Path) -> object: ...
 
 
 class NarrationLine(BaseModel):
@@ -174,8 +200,6 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> 
 def read_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Any audio FFmpeg reads (WAV, MP3, the MP4's AAC) as float32 stereo (n, 2) at sample_rate:
     PyAV's resampler converts the format, layout and rate in one place."""
-    import av
-
     resampler = av.AudioResampler(format="flt", layout="stereo", rate=sample_rate)
     chunks: list[np.ndarray] = []
     with av.open(str(path)) as container:
@@ -193,7 +217,7 @@ def _instructions(job: JobSpec) -> str:
 
 
 def _fit_line(scene: Scene, start: float, raw: Path, spoken: float, out: Path, ad_end: float,
-              ffmpeg: FFmpegRunner) -> str:
+              ffmpeg: AudioConverter) -> str:
     """Convert a spoken line (`spoken` seconds long) to 48 kHz stereo WAV, sped up (pitch kept,
     FFmpeg's atempo) when it is longer than its scene allows; returns a note when it still runs
     past its scene."""
@@ -214,7 +238,7 @@ def _fit_line(scene: Scene, start: float, raw: Path, spoken: float, out: Path, a
 
 
 
-def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: TTSResource, ffmpeg: FFmpegRunner,
+def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: Speaker, ffmpeg: AudioConverter,
             log: Callable[[str], None]) -> tuple[list[NarrationLine], list[Voice], str, float, list[str]]:
     """Speak every scene's narration line: (lines, their decoded voices, engine, cost in USD,
     notes). What the API said
@@ -238,7 +262,7 @@ def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: TTSResource, ffmp
         if fetched:
             try:
                 data = tts.speak(text, instructions)
-            except TTSError as error:
+            except SpeechError as error:
                 notes.append(f"{scene.id}: no narration: {error}")
                 log(f"{scene.id}: narration failed, left out: {error}")
                 continue
@@ -258,7 +282,7 @@ def narrate(job: JobSpec, plan: Storyboard, folder: Path, tts: TTSResource, ffmp
     return lines, voices, tts.engine, round(cost, 5), notes
 
 
-def build(job: JobSpec, plan: Storyboard, out: Path, tts: TTSResource, ffmpeg: FFmpegRunner,
+def build(job: JobSpec, plan: Storyboard, out: Path, tts: Speaker, ffmpeg: AudioConverter,
           log: Callable[[str], None] = lambda _: None) -> SoundtrackRecord:
     """The job's soundtrack WAV at `out` (music, narration, mix, loudness) and its record."""
     started = time.perf_counter()

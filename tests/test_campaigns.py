@@ -22,10 +22,10 @@ from resources.artifacts import ArtifactStore
 from resources.ffmpeg import FFmpegRunner
 from sensors.campaigns import CHAIN_TAG, collect, read_campaign_file
 from sensors.chain import CHAIN_ID_TAG, next_run_requests
-from sparklio_assets import layout
+from sparklio_assets import store_paths as layout
 from sparklio_assets.definitions import defs
+from sparklio_assets.jobs import JOB_TAG
 from sparklio_assets.models import JobSpec
-from sparklio_assets.pipeline import JOB_TAG
 from sparklio_assets.video_probe import probe
 
 DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
@@ -133,7 +133,7 @@ def test_job_ids_are_deterministic_and_name_file_and_row(tmp_path):
                                json.dumps({"brief": BRIEF, "quality": "premium"})]) + "\n")
     rows = read_campaign_file(path, path.name)
     assert [r.row for r in rows] == [1, 2, 3, 4]
-    assert rows[0].spec.job_id.startswith("launch-r001-") and rows[3].spec.quality == "premium"
+    assert rows[0].spec.job_id.startswith("launch-daily-eye-care-moist") and rows[3].spec.quality == "premium"
     assert rows[0].spec.job_id == read_campaign_file(path, path.name)[0].spec.job_id
     assert rows[0].spec.job_id != rows[3].spec.job_id  # same brief, other row and quality: another job
     assert rows[1].error.startswith("(row): not valid JSON")
@@ -163,7 +163,7 @@ def test_recurring_schedule_makes_each_brief_once_per_night(env):
             return list(schedule.evaluate_tick(context).run_requests or [])
 
     first = tick(1)
-    assert len(first) == 1 and "-20260301-r001-" in first[0].partition_key
+    assert len(first) == 1 and first[0].partition_key.startswith("daily-20260301-")
     assert instance.has_dynamic_partition("jobs", first[0].partition_key)
     assert tick(1) == []  # the same night again: nothing new
     assert len(tick(2)) == 1  # the next night: a new job
@@ -171,7 +171,7 @@ def test_recurring_schedule_makes_each_brief_once_per_night(env):
 
 @pytest.fixture
 def fast_defs(env):
-    instance, store, _ = env
+    _, store, _ = env
     return Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, sensors=defs.sensors,
                        resources={**defs.resources, "store": store, "ffmpeg": FFmpegRunner(preset="ultrafast")})
 
@@ -221,7 +221,7 @@ def test_chain_carries_a_sensor_made_job_to_the_final_video(env, fast_defs):
 
 def test_runs_that_are_not_chained_are_left_alone(env, fast_defs):
     instance, store, _ = env
-    from sparklio_assets.pipeline import create_job
+    from sparklio_assets.jobs import create_job
 
     spec = create_job(JobSpec(job_id="by-hand", brief={**BRIEF, "duration": 5}), instance, store)
     result = fast_defs.resolve_job_def("storyboard_job").execute_in_process(
@@ -233,3 +233,41 @@ def test_runs_that_are_not_chained_are_left_alone(env, fast_defs):
     assert [r.partition_key.keys_by_dimension["scene"] for r in requests] == ["scene_001", "scene_002", "scene_003"]
     assert all(r.tags[CHAIN_ID_TAG] == chained.run_id for r in requests)
     assert instance.get_run_by_id(chained.run_id).tags[CHAIN_TAG] == "auto"
+
+
+def test_campaign_ids_follow_the_brief_not_its_row(tmp_path):
+    """Issue 14: inserting, deleting or reordering rows makes only the new or changed briefs."""
+    rows = ['acme,Acme Cold Brew,commuters,awareness,12,energetic_fun,tiktok,"#F4F1EC;#1F3A5F",ACME\n',
+            'acme,Acme Tea,students,awareness,10,calm,tiktok,"#F4F1EC;#1F3A5F",ACME\n',
+            'acme,Acme Soda,gamers,conversion,15,playful_bright,tiktok,"#FFF3B0;#E4572E",ACME\n']
+    path = tmp_path / "retail.csv"
+
+    def ids(*lines: str) -> dict[str, str]:
+        path.write_text(HEADER + "".join(lines))
+        return {r.spec.brief.product: r.spec.job_id for r in read_campaign_file(path, path.name)}
+
+    before = ids(*rows)
+    inserted = ids('acme,Acme Water,runners,awareness,8,calm,tiktok,"#F4F1EC;#1F3A5F",ACME\n', *rows)
+    assert {k: v for k, v in inserted.items() if k != "Acme Water"} == before
+    assert ids(rows[2], rows[0]) == {k: before[k] for k in ("Acme Soda", "Acme Cold Brew")}  # deleted + reordered
+    edited = ids(rows[0], rows[1].replace(",10,", ",11,"), rows[2])
+    assert edited["Acme Tea"] != before["Acme Tea"]
+    kept = ("Acme Cold Brew", "Acme Soda")
+    assert {k: edited[k] for k in kept} == {k: before[k] for k in kept}
+    assert before["Acme Cold Brew"].startswith("retail-acme-cold-brew-")
+
+
+def test_an_undecodable_line_skips_only_that_line(tmp_path):
+    jsonl = tmp_path / "launch.jsonl"
+    jsonl.write_bytes(json.dumps(BRIEF).encode() + b"\n" + b'{"product": "\xff\xfe bad"}\n'
+                      + json.dumps({**BRIEF, "product": "다른 제품"}, ensure_ascii=False).encode() + b"\n")
+    rows = read_campaign_file(jsonl, jsonl.name)
+    assert [r.row for r in rows] == [1, 2, 3]
+    assert rows[0].spec and rows[2].spec and rows[2].spec.brief.product == "다른 제품"
+    assert rows[1].spec is None and rows[1].error == "(row): not UTF-8 text (byte 0xff at column 14)"
+    csv_file = tmp_path / "retail.csv"
+    csv_file.write_bytes(HEADER.encode() + b'acme,Acme \xe9 Tea,students,awareness,10,calm,tiktok,,\n'
+                         + b'acme,Acme Cold Brew,commuters,awareness,12,energetic_fun,tiktok,"#F4F1EC;#1F3A5F",ACME\n')
+    rows = read_campaign_file(csv_file, csv_file.name)
+    assert rows[0].error.startswith("(row): not UTF-8 text (byte 0xe9") and rows[0].row == 2
+    assert rows[1].spec.brief.product == "Acme Cold Brew"

@@ -621,10 +621,10 @@ def test_draft_never_calls_comfyui_even_when_it_is_down(dagster_home):
 
 
 def test_unreachable_worker_raises_for_the_retry_policy(tmp_path, monkeypatch):
-    from sparklio_assets import layout
+    from sparklio_assets import store_paths as layout
     from sparklio_assets.assets import scene_key_image
     from sparklio_assets.planner import plan_storyboard
-    from resources.artifacts import write_model
+    from sparklio_assets.files import write_model
 
     store = ArtifactStore(home=str(tmp_path))
     spec = _job("down-job", "standard")

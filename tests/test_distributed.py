@@ -5,8 +5,10 @@ The event log in Postgres says which worker ran which step.
 
 Needs PostgreSQL and Redis (tests/require_services.py): skipped without them, failed in CI."""
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from require_services import fresh_database, postgres_admin_url, redis_url, unavailable  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,14 +27,15 @@ DATA = ROOT / "sparklio_assets" / "data"
 JOB = "distributed-ad"
 FAST = {"resources": {"ffmpeg": {"config": {"preset": "ultrafast"}}}}
 GPU_STEPS = {"scene_key_image", "scene_motion_clip"}
+STAGE_LINE = re.compile(r"^  ✓ (\S+) .*\(run ([0-9a-f-]+)\)$", re.M)  # `sparklio run-job`'s report of each stage
 
 
-def _start_worker(name: str, queue: str, config: Path, env: dict, log: Path) -> subprocess.Popen:
-    """`dagster-celery worker start` runs `celery -A dagster_celery.app worker` as its child: a new
-    session, so that stopping the group stops both and nothing else."""
+def _start_worker(name: str, queue: str, env: dict, log: Path) -> subprocess.Popen:
+    """A Celery worker on the product's app (sparklio_assets/celery_app.py: the executor's own config,
+    read from the same environment), in a new session so that stopping the group stops it and nothing else."""
     return subprocess.Popen(
-        [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config),
-         "-q", queue, "-n", name, "--", "--pool=solo"],
+        [str(BIN / "celery"), "-A", "sparklio_assets.celery_app", "worker", "-Q", queue, "-n", f"{name}@%h",
+         "--prefetch-multiplier=1", "--pool=solo", "--loglevel=INFO"],
         cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -43,10 +47,8 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    try:  # the celery child may outlive its parent for a moment
+    with contextlib.suppress(ProcessLookupError):  # the celery child may outlive its parent for a moment
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_ready(workers: dict[str, tuple[subprocess.Popen, Path]], timeout: float = 90) -> dict[str, str]:
@@ -69,8 +71,6 @@ def _wait_ready(workers: dict[str, tuple[subprocess.Popen, Path]], timeout: floa
 def cluster(tmp_path_factory, fresh_database, redis_url):  # noqa: F811 (fixtures)
     from dagster import DagsterInstance
 
-    from sparklio_assets.distributed import worker_config_yaml
-
     root = tmp_path_factory.mktemp("cluster")
     home, sparklio_home = root / "dagster", root / "home"
     home.mkdir()
@@ -82,10 +82,8 @@ def cluster(tmp_path_factory, fresh_database, redis_url):  # noqa: F811 (fixture
            "SPARKLIO_CELERY_PREFIX": f"sparklio-test-{tag}:",  # this run's queues only
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    config = root / "celery_worker.yaml"
-    config.write_text(worker_config_yaml(env))
     names = {"gpu": f"gpu-{tag}", "dagster": f"cpu-{tag}"}
-    workers = {name: (_start_worker(name, queue, config, env, root / f"{name}.log"), root / f"{name}.log")
+    workers = {name: (_start_worker(name, queue, env, root / f"{name}.log"), root / f"{name}.log")
                for queue, name in names.items()}
     old_pg = os.environ.get("DAGSTER_PG_URL")
     os.environ["DAGSTER_PG_URL"] = fresh_database  # for this process's view of the same instance
@@ -126,9 +124,9 @@ def _worker_of_each_step(instance, run_ids: list[str]) -> list[tuple[str, str, s
 
 def test_a_job_through_celery_workers_gpu_steps_on_the_gpu_queue(cluster):
     from resources.artifacts import ArtifactStore
-    from sparklio_assets import layout
+    from sparklio_assets import store_paths as layout
+    from sparklio_assets.jobs import create_job
     from sparklio_assets.models import JobSpec
-    from sparklio_assets.pipeline import create_job
 
     instance, env = cluster["instance"], cluster["env"]
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -139,11 +137,11 @@ def test_a_job_through_celery_workers_gpu_steps_on_the_gpu_queue(cluster):
     create_job(JobSpec(job_id=JOB, brief=brief), instance, store)
 
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "sparklio_assets.distributed", "run", JOB,
+    result = subprocess.run([sys.executable, "-m", "sparklio_assets.cli", "run-job", JOB,
                              "--run-config", json.dumps(FAST)], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    stages = dict(line.split("\t") for line in result.stdout.strip().splitlines())
+    stages = dict(STAGE_LINE.findall(result.stdout))
     assert list(stages) == ["storyboard", "scene_001", "scene_002", "scene_003", "final_video"]
 
     placed = _worker_of_each_step(instance, list(stages.values()))

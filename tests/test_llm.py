@@ -23,7 +23,7 @@ from resources.llm.schema import (
     storyboard_from_draft,
     strategy_schema,
 )
-from sparklio_assets import layout
+from sparklio_assets import store_paths as layout
 from sparklio_assets.models import FPS, ONSCREEN_TEXT_MAX, BrandKit, Brief, JobSpec, Storyboard
 from sparklio_assets.planner import plan_storyboard
 from llm_standins import (

@@ -1,6 +1,7 @@
 """End to end: the CLI makes a real ad through a real Dagster instance; we look at the MP4."""
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -14,13 +15,12 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 from PIL import Image
 
+from local_servers import free_port, wait_until_up
 from sparklio_assets.models import Storyboard, VideoRecord
 from sparklio_assets.music import SAMPLE_RATE
-from sparklio_assets.soundtrack import loudness, read_audio, true_peak_dbtp
 from sparklio_assets.overlay import SAFE_AREA
+from sparklio_assets.soundtrack import loudness, read_audio, true_peak_dbtp
 from sparklio_assets.video_probe import probe
-
-from local_servers import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "sparklio_assets" / "data"
@@ -90,7 +90,7 @@ def test_ad_has_a_soundtrack_at_platform_loudness_that_ends_softly(made):
     assert abs(len(audio) / SAMPLE_RATE - info.duration) < 0.05
     assert abs(loudness(audio) + 14) < 1.0, loudness(audio)
     assert true_peak_dbtp(audio) <= -0.5
-    level = lambda a: 20 * np.log10(np.sqrt(np.mean(np.square(a, dtype=np.float64))) + 1e-12)  # noqa: E731
+    level = lambda a: 20 * np.log10(np.sqrt(np.mean(np.square(a, dtype=np.float64))) + 1e-12)
     assert level(audio[-SAMPLE_RATE // 20:]) < level(audio[7 * SAMPLE_RATE:8 * SAMPLE_RATE]) - 30, "fades out"
     record = VideoRecord.model_validate_json((job_dir / "final" / "video.json").read_text())
     assert record.audio.music.startswith("builtin synth") and record.audio.codec == "aac"
@@ -206,7 +206,8 @@ def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
     home, job_dir, _ = made
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home / "dagster"), "SPARKLIO_HOME": str(home)}
-    dev = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)],
+    dagster = str(Path(sys.executable).parent / "dagster")
+    dev = subprocess.Popen([dagster, "dev", "-w", "workspace.yaml", "-p", str(port)],
                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     try:
@@ -264,3 +265,43 @@ def test_feed_channels_get_renditions_that_keep_the_safe_area(tmp_path):
     sides = np.concatenate([wide[:, :480], wide[:, -480:]], axis=1).astype(np.float32)
     edges = np.abs(cv2.Laplacian(cv2.cvtColor(sides, cv2.COLOR_RGB2GRAY), cv2.CV_32F))
     assert edges.mean() < 1.0, "the fill beside the picture is soft, not a second copy of the copy"
+
+
+def test_scene_runs_of_a_job_overlap(made):
+    """The scene runs go at once (pool limit 4 locally, at most the CPU cores): some two overlap."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU core: scene runs go one at a time by design")
+    home, _, _ = made
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    with DagsterInstance.get() as instance:
+        records = instance.get_run_records(RunsFilter(job_name="scene_job", tags={"sparklio/job_id": JOB}))
+        spans = sorted((r.start_time, r.end_time) for r in records)[:5]  # the generate pass, not remakes
+    assert len(spans) == 5
+    assert any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(spans)), spans
+
+
+def test_next_stages_is_storyboard_then_every_scene_then_the_final_video():
+    from sparklio_assets.jobs import FINAL_VIDEO_JOB, SCENE_JOB, STORYBOARD_JOB, next_stages
+
+    scenes = ["scene_001", "scene_002"]
+    assert [(s.name, s.job_name) for s in next_stages("j", [], set())] == [("storyboard", STORYBOARD_JOB)]
+    after_plan = next_stages("j", scenes, {"storyboard"})
+    assert [(s.name, s.job_name) for s in after_plan] == [("scene_001", SCENE_JOB), ("scene_002", SCENE_JOB)]
+    assert after_plan[1].partition_key.keys_by_dimension == {"job": "j", "scene": "scene_002"}
+    assert next_stages("j", scenes, {"storyboard", "scene_001"}, finished="scene_001") == []  # not the last
+    last = next_stages("j", scenes, {"storyboard", "scene_001", "scene_002"}, finished="scene_002")
+    assert [(s.name, s.job_name, s.partition_key) for s in last] == [("final_video", FINAL_VIDEO_JOB, "j")]
+    assert next_stages("j", scenes, {"storyboard", *scenes, "final_video"}) == []
+
+
+def test_scene_parallelism_follows_the_gpu_pool(tmp_path):
+    from dagster import instance_for_test
+
+    from sparklio_assets.pipeline import scene_parallelism
+
+    with instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.event_log_storage.set_concurrency_slots("gpu", 1)
+        assert scene_parallelism(instance, 5) == 1
+        instance.event_log_storage.set_concurrency_slots("gpu", 3)
+        assert scene_parallelism(instance, 5) == min(3, os.cpu_count() or 1)
+        assert scene_parallelism(instance, 2) == min(2, os.cpu_count() or 1)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from dagster import DagsterInstance, materialize
 
-from resources.artifacts import ArtifactStore, write_model
+from resources.artifacts import ArtifactStore
+from sparklio_assets.files import write_model
 from resources.ffmpeg import FFmpegRunner
 from resources.tts import TTSResource
-from sparklio_assets import layout
+from sparklio_assets import store_paths as layout
 from sparklio_assets.models import BrandKit, Brief, JobSpec
 from sparklio_assets.music import SAMPLE_RATE
 from sparklio_assets.planner import plan_storyboard

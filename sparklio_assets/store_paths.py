@@ -1,5 +1,5 @@
 """Where each of a job's files lives inside the artifact store: one definition, used by the
-assets, the CLI, the API and the tests alike."""
+assets, the CLI, the API and the tests alike. (Paths in the store; OverlayLayout is the on-screen layout.)"""
 
 from __future__ import annotations
 

@@ -1,0 +1,42 @@
+"""Files and their names. Whole-file writes: every media and JSON file goes to a temporary name beside its target and is
+renamed into place when complete, so readers (the UI, the API, the next asset) only ever see whole
+files. Pure stdlib + pydantic, so media code, resources and wiring all use the same one."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it vanishes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_model(path: Path, model: BaseModel) -> Path:
+    """A pydantic model as indented JSON, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(model.model_dump_json(indent=2), encoding="utf-8")
+    return path
+
+
+def slug(text: str, limit: int = 40, fallback: str = "job") -> str:
+    """A lowercase ASCII name part for folders, job ids and ComfyUI file prefixes: runs of anything
+    but a-z0-9 become one '-'. Text with no ASCII letters (a Korean product name) gives `fallback`."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+    return name or fallback
