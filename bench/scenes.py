@@ -126,7 +126,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--limits", default="1,2", help="pool limits to compare (default 1,2)")
-    parser.add_argument("--end-to-end", action="store_true", help="also time `sparklio demo` at each limit")
+    parser.add_argument("--end-to-end", action="store_true", help="also time `sparklio demo` at each --e2e-limits")
+    parser.add_argument("--e2e-limits", default="1,2", help="pool limits for the end-to-end demo (default 1,2)")
     parser.add_argument("--baseline-src", type=Path, help="a source tree to time `sparklio demo` from as 'before'")
     parser.add_argument("--skip-scenes", action="store_true")
     parser.add_argument("--celery", action="store_true", help="the scene stage through Celery workers instead")
@@ -158,13 +159,13 @@ def main() -> int:
         elif not args.skip_scenes:
             _table(scene_stage(limits, args.runs, work / "scenes"), "scene stage (5 scenes)")
         if args.end_to_end or args.baseline_src:
-            e2e: dict[int, list[float]] = {limit: [] for limit in limits}
+            e2e: dict[int, list[float]] = {int(x): [] for x in args.e2e_limits.split(",")}
             before: list[float] = []
             for _ in range(args.runs):
                 if args.baseline_src:
                     before.append(end_to_end(1, work, args.baseline_src.resolve()))
                     print(f"  before ({args.baseline_src}): demo {before[-1]:.2f} s", flush=True)
-                for limit in limits:
+                for limit in e2e:
                     e2e[limit].append(end_to_end(limit, work))
                     print(f"  pool {limit}: demo {e2e[limit][-1]:.2f} s", flush=True)
             if before:

@@ -26,7 +26,6 @@ from dagster import (
 from PIL import Image
 
 from resources.artifacts import ArtifactStore
-from .files import atomic_path, write_model
 from resources.comfyui import ComfyError, ComfyLostJob, ComfyTimeout, ComfyUIResource, ComfyUnavailable
 from resources.ffmpeg import FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
@@ -34,6 +33,7 @@ from resources.tts import TTSResource
 
 from . import store_paths as layout
 from .comfy_engines import make_key_image, make_motion_clip, use_comfy
+from .files import atomic_path, write_model
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
 from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord

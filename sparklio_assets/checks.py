@@ -42,9 +42,9 @@ from dagster import (
 )
 
 from resources.artifacts import ArtifactStore
-from .files import atomic_path
 
 from . import store_paths as layout
+from .files import atomic_path
 from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
 from .overlay import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box, contrast, hex_rgb, render_overlay
 from .partitions import JOBS

@@ -12,6 +12,13 @@ runs are bounded by the `gpu` pool (the instance's limit, `dagster instance conc
 
 Inside each run the scene steps claim their pool slot as usual, so runs of other jobs (another API
 worker, a campaign) share the same limit. Reports come back in stage order once each stage is done.
+
+Why forked processes, one run each, rather than threads or one run over several partitions: the
+built-in engines hold the GIL for much of their work, so threads would not overlap; a run over a
+set of multi-partitions is not something Dagster can target, and one run per scene is what lets the
+UI and the API show each scene and re-make one alone. A fork (not spawn) inherits the Definitions
+as they are, so runs built in memory (tests, resource overrides) need not be importable by name;
+each child opens its own connection to the instance from its ref.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ JOB = "demo-eye-cream"
 def sparklio(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DAGSTER_HOME": str(home / "dagster")}
     return subprocess.run([sys.executable, "-m", "sparklio_assets.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=400)
+                          env=env, timeout=1800)  # generous: a shared CI machine can be many times slower
 
 
 def sha(path: Path) -> str:
@@ -191,7 +191,7 @@ def test_bad_brief_is_rejected_with_the_field_and_nothing_written(tmp_path):
 
 def test_definitions_validate():
     result = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
-                             "-m", "sparklio_assets.definitions"], capture_output=True, text=True, timeout=120,
+                             "-m", "sparklio_assets.definitions"], capture_output=True, text=True, timeout=900,
                             cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -212,8 +212,8 @@ def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
                            start_new_session=True)
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
-        wait_until_up(f"http://127.0.0.1:{port}/server_info", 90, "dagster dev", poll_s=1)
-        deadline = time.monotonic() + 240
+        wait_until_up(f"http://127.0.0.1:{port}/server_info", 600, "dagster dev", poll_s=1)
+        deadline = time.monotonic() + 900
 
         key_image = job_dir / "scenes" / "scene_004" / "key.png"
         other = job_dir / "scenes" / "scene_001" / "key.png"
