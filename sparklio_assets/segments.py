@@ -35,7 +35,7 @@ from . import motion, render
 from .formats import MASTER, file_tag
 from .models import FPS
 from .render import CROSSFADE_FRAMES, SceneInput, Timeline, frames_i420, reframe
-from .video_probe import check_segment
+from .video_probe import check_segment, same_parameter_sets
 
 # The renderer's code decides the pixels as much as its inputs do: a change to it re-encodes all.
 CODE_DIGEST = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (render, motion))).hexdigest()
@@ -121,7 +121,8 @@ def segment_key(scenes: list[SceneInput], timeline: Timeline, segment: tuple[int
                 size: tuple[int, int], encoder: Encoder, context: str, digest: _Digests) -> str:
     start, stop, shown = segment
     content = {
-        "code": CODE_DIGEST, "encoder": [encoder.exe(), *encoder.encoder_args(FPS)], "size": list(size),
+        # The binary by name (the imageio-ffmpeg wheel's carries its version), not by where it is.
+        "code": CODE_DIGEST, "encoder": [Path(encoder.exe()).name, *encoder.encoder_args(FPS)], "size": list(size),
         "crossfade": timeline.crossfade, "frames": stop - start, "context": context,
         "scenes": [{**_scene_identity(scenes[i], digest), "from": start - timeline.starts[i]} for i in shown],
     }
@@ -166,6 +167,7 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
             records.append(SegmentRecord(format=fmt, index=index, start=start, stop=stop, reused=reused,
                                          scenes=[scenes[i].motion.scene_id for i in shown], key=key, file=path.name,
                                          encode_seconds=seconds))
+        same_parameter_sets(parts)
         began = time.perf_counter()
         encoder.concat_copy(parts, outputs[fmt], audio=audio, log=log)
         join_seconds += time.perf_counter() - began

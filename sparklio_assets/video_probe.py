@@ -65,6 +65,20 @@ def check_segment(path: Path, width: int, height: int, frames: int) -> None:
         raise VideoInvalid(f"{path.name}: does not start with a keyframe")
 
 
+def same_parameter_sets(parts: list[Path]) -> None:
+    """Segments about to be joined by stream copy carry one and the same SPS/PPS (the MP4's avcC);
+    a segment kept from another encoder build would not, and would decode wrongly after the join."""
+    first = None
+    for path in parts:
+        with av.open(str(path)) as container:
+            extradata = bytes(container.streams.video[0].codec_context.extradata or b"")
+        if first is None:
+            first = extradata
+        elif extradata != first:
+            raise VideoInvalid(f"{path.name}: its H.264 parameter sets differ from {parts[0].name}'s; "
+                               "it cannot be joined by stream copy")
+
+
 def verify(path: Path, width: int, height: int, frames: int, fps: int, audio: bool = True) -> VideoInfo:
     """Everything a finished MP4 must be before it may replace a good one (issue 14): its streams
     (H.264 of the right size, AAC when it has a soundtrack), a duration within one frame, exactly

@@ -43,7 +43,10 @@ def published(store: ArtifactStore) -> dict[str, str]:
 
 
 def fake(tmp_path: Path, name: str, script: str) -> str:
-    path = tmp_path / name
+    """The script under the real binary's file name: segments are keyed by the encoder's name, so
+    those already made are reused and only what the test means to break runs through it."""
+    (tmp_path / name).mkdir()
+    path = tmp_path / name / Path(FFmpegRunner().exe()).name
     path.write_text(script)
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return str(path)
