@@ -13,8 +13,10 @@ engines (not timed), then measures, each in a fresh subprocess so peak RSS is th
                    encoder's cost on this content, which a zooming picture makes far higher than
                    on testsrc2's mostly static pattern;
   render only      the product's frame renderer with no encoder (frames made and dropped);
-  ours             the product's assembly (render.frames_i420 → FFmpegRunner.encode_i420),
-                   muxing the ad's soundtrack (made up front, like the key images) as AAC;
+  ours             the product's assembly (render.frames_i420 → FFmpegRunner.encode_i420 per
+                   scene segment, joined by stream copy: segments.assemble from an empty folder),
+                   muxing the ad's soundtrack (made up front, like the key images) as AAC
+                   (bench/segments.py compares it with a single pass and times a re-assembly);
   reference        the same ad made the way moviepy-based tools do it (ImageClip + per-frame
                    resize + TextClip + CompositeVideoClip + crossfade + write_videofile), with
                    the same encoder settings and the same soundtrack.
@@ -127,9 +129,15 @@ def measure(kind: str, scenes_json: Path, out: Path) -> dict:
     elif kind == "render_only":
         for _ in frames_i420(scenes):
             pass
-    elif kind == "ours":
-        ffmpeg.encode_i420(lambda: frames_i420(scenes), WIDTH, HEIGHT, FPS, out,
-                           audio=scenes_json.with_name("soundtrack.wav"))
+    elif kind == "ours":  # the product's first assembly: one segment per scene, joined by stream copy
+        import shutil
+
+        from sparklio_assets import segments
+        from sparklio_assets.formats import MASTER
+
+        shutil.rmtree(out.with_suffix(".segments"), ignore_errors=True)
+        segments.assemble(scenes, {MASTER: (WIDTH, HEIGHT)}, {MASTER: out}, out.with_suffix(".segments"), ffmpeg,
+                          scenes_json.with_name("soundtrack.wav"), context="bench")
     elif kind == "reference":
         moviepy_reference(scenes_json, out, ffmpeg)
     else:

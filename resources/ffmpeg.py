@@ -3,8 +3,11 @@
 The binary comes from the `imageio-ffmpeg` wheel, so nothing is installed outside pip. Encodes
 stream raw frames into ffmpeg's stdin and write to a temporary file beside the target, which is
 moved into place only after ffmpeg exits cleanly: a failed or killed run never leaves a file that
-looks finished, and never replaces a good earlier video. Retries follow spec 8.1 (2 attempts,
-linear backoff, a timeout per attempt).
+looks finished, and never replaces a good earlier video. A caller's `check` probes the finished
+file before it is moved into place, so an encoder that exits 0 but writes garbage is caught too.
+Retries follow spec 8.1 (2 attempts, linear backoff, a timeout per attempt). An error names
+ffmpeg's own root cause (its last specific error line, e.g. "No space left on device"), not the
+generic "Conversion failed!" it ends with.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from typing_extensions import Buffer  # bytes, or a C-contiguous numpy array: wr
 
 class FFmpegError(RuntimeError):
     pass
+
+
+# ffmpeg's closing lines that only say that something failed earlier; the line before says what.
+_GENERIC = ("Conversion failed!", "Error while filtering", "Error closing file", "Exiting normally")
+
+
+def root_cause(stderr: str) -> str:
+    """The most specific error line of ffmpeg's stderr: the last one that is not a generic epilogue."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(_GENERIC)]
+    return (specific or lines or ["no output"])[-1]
 
 
 def default_binary() -> str:
@@ -70,26 +84,50 @@ class FFmpegRunner(ConfigurableResource):
         return ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", self.audio_bitrate, "-ar", "48000", "-ac", "2"]
 
     def encode_i420(self, frames: Callable[[], Iterable[Buffer]], width: int, height: int, fps: int,
-                    out_path: Path, log: Callable[[str], None] = lambda _: None, audio: Path | None = None) -> None:
+                    out_path: Path, log: Callable[[str], None] = lambda _: None, audio: Path | None = None,
+                    check: Callable[[Path], None] | None = None) -> None:
         """Encode raw I420 frames (bytes or contiguous arrays) to out_path (MP4), with `audio` (a
-        file as long as the video) as its soundtrack. `frames` is called once per attempt."""
+        file as long as the video) as its soundtrack. `frames` is called once per attempt; `check`
+        (raising on a bad file) runs on the finished file before it replaces out_path."""
         source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
         if audio is not None:
             source += ["-i", str(audio)]
         args = source + self.encoder_args(fps) + (self.audio_args() if audio is not None else [])
-        self._run_with_retries(lambda tmp: self._pipe(args + ["-f", "mp4", str(tmp)], frames()), out_path, log)
+        self._run_with_retries(lambda tmp: self._pipe(args + ["-f", "mp4", str(tmp)], frames()), out_path, log,
+                               check)
 
-    def run(self, args: list[str], out_path: Path, log: Callable[[str], None] = lambda _: None) -> None:
+    def run(self, args: list[str], out_path: Path, log: Callable[[str], None] = lambda _: None,
+            check: Callable[[Path], None] | None = None) -> None:
         """Run ffmpeg with inputs/filters `args`, writing out_path atomically (the output file
-        name is appended by this method)."""
-        self._run_with_retries(lambda tmp: self._pipe(args + [str(tmp)], None), out_path, log)
+        name is appended by this method); `check` as for encode_i420."""
+        self._run_with_retries(lambda tmp: self._pipe(args + [str(tmp)], None), out_path, log, check)
 
-    def _run_with_retries(self, attempt: Callable[[Path], None], out_path: Path, log: Callable[[str], None]) -> None:
+    def concat_copy(self, parts: list[Path], out_path: Path, audio: Path | None = None,
+                    log: Callable[[str], None] = lambda _: None, check: Callable[[Path], None] | None = None) -> None:
+        """Join MP4s made with encoder_args into one, copying their video bitstreams (no re-encode:
+        FFmpeg's concat demuxer), with `audio` encoded once over the whole as the soundtrack."""
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        listing = out_path.with_name(f".{out_path.stem}.{os.getpid()}.ffconcat")
+        # ffconcat quoting: inside single quotes, a quote is written '\''.
+        listing.write_text("ffconcat version 1.0\n" + "".join(
+            "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in parts), encoding="utf-8")
+        source = ["-f", "concat", "-safe", "0", "-i", str(listing)] + (["-i", str(audio)] if audio else [])
+        tail = self.audio_args() if audio is not None else ["-map", "0:v:0"]
+        try:
+            self.run(source + tail[:2] + ["-c:v", "copy"] + tail[2:] + ["-movflags", "+faststart", "-f", "mp4"],
+                     out_path, log, check)
+        finally:
+            listing.unlink(missing_ok=True)
+
+    def _run_with_retries(self, attempt: Callable[[Path], None], out_path: Path, log: Callable[[str], None],
+                          check: Callable[[Path], None] | None = None) -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.part{out_path.suffix}")
         for n in range(1, self.max_attempts + 1):
             try:
                 attempt(tmp)
+                if check is not None:
+                    check(tmp)  # raises on a bad file: no retry, the same encoder would do the same
                 os.replace(tmp, out_path)
                 return
             except FFmpegError as error:
@@ -129,6 +167,5 @@ class FFmpegRunner(ConfigurableResource):
             timer.cancel()
             reader.join(5)
         if code != 0:
-            message = b"".join(stderr).decode(errors="replace").strip().splitlines()[-3:]
             reason = "timed out" if code == -9 else f"exit {code}"
-            raise FFmpegError(f"ffmpeg {reason}: {' | '.join(message) or 'no output'}")
+            raise FFmpegError(f"ffmpeg {reason}: {root_cause(b''.join(stderr).decode(errors='replace'))}")

@@ -10,8 +10,12 @@ re-materializing one scene and then final_video re-assembles the job from its cu
 
 import base64
 import io
+import os
+import shutil
 import time
 from pathlib import Path
+
+import cv2
 
 from dagster import (
     AssetDep,
@@ -27,10 +31,11 @@ from PIL import Image
 
 from resources.artifacts import ArtifactStore
 from resources.comfyui import ComfyError, ComfyLostJob, ComfyTimeout, ComfyUIResource, ComfyUnavailable
-from resources.ffmpeg import FFmpegRunner
+from resources.ffmpeg import FFmpegError, FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
 from resources.tts import TTSResource
 
+from . import segments
 from . import store_paths as layout
 from .comfy_engines import make_key_image, make_motion_clip, use_comfy
 from .files import atomic_path, write_model
@@ -40,11 +45,11 @@ from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Sc
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
 from .planner import language_of
-from .formats import SIZES, renditions_for
-from .render import SceneInput, frames_bgr, frames_i420, reframe
+from .formats import MASTER, SIZES, renditions_for
+from .render import SceneInput, frames_bgr, frames_i420
 from .soundtrack import SoundtrackRecord
 from .soundtrack import build as build_soundtrack
-from .video_probe import probe
+from .video_probe import VideoInvalid, verify
 
 # Spec 8.1: generation steps get 3 tries with exponential backoff.
 GENERATION_RETRY = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL)
@@ -305,23 +310,38 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
         raise Failure(description=f"job {job_id}: the soundtrack is {sound.duration:g} s but the storyboard "
                                   f"{plan.duration_seconds:g} s; materialize soundtrack again", allow_retries=False)
     audio = Path(sound.path)
+    job = layout.read_job(store, job_id)
 
     video_path, thumb_path = layout.video_path(store, job_id), layout.thumbnail_path(store, job_id)
-    ffmpeg.encode_i420(lambda: frames_i420(scenes), WIDTH, HEIGHT, FPS, video_path, log=context.log.warning,
-                       audio=audio)
-    renditions = {}
-    for fmt in renditions_for(layout.read_job(store, job_id).brief.channels):
-        width, height = SIZES[fmt]
-        path = layout.rendition_path(store, job_id, fmt)
-        ffmpeg.encode_i420(lambda: reframe(frames_i420(scenes), width, height), width, height, FPS, path,
-                           log=context.log.warning, audio=audio)
-        renditions[fmt] = str(path)
-        context.log.info(f"rendition {fmt} ({width}x{height}) for the brief's channels: {path}")
-    thumbnail = _thumbnail(scenes)
-    with atomic_path(thumb_path) as tmp:
-        thumbnail.save(tmp, "JPEG", quality=90)
+    # Everything new is made in a staging folder and probed there; only a complete, valid set
+    # replaces the published one (issue 14: a video is replaced only by a better one).
+    staging = store.final_dir(job_id) / ".next"
+    shutil.rmtree(staging, ignore_errors=True)
+    sizes = {MASTER: SIZES[MASTER], **{fmt: SIZES[fmt] for fmt in renditions_for(job.brief.channels)}}
+    finals = {MASTER: video_path, **{fmt: layout.rendition_path(store, job_id, fmt) for fmt in sizes if fmt != MASTER}}
+    staged = {fmt: staging / path.name for fmt, path in finals.items()}
+    segment_dir = segments.folder(store.job_dir(job_id))
+    try:
+        assembly = segments.assemble(scenes, sizes, staged, segment_dir, ffmpeg, audio,
+                                     context=job.brand_kit.model_dump_json(), log=context.log.warning)
+        thumbnail = _thumbnail(scenes)
+        thumbnail.save(staging / thumb_path.name, "JPEG", quality=90)
+        total = sum(s.frames for s in scenes)
+        infos = {fmt: verify(staged[fmt], *sizes[fmt], total, FPS) for fmt in sizes}
+        _verify_thumbnail(staging / thumb_path.name)
+    except (FFmpegError, VideoInvalid) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise Failure(description=f"job {job_id}: the new video was not made, the published one is kept: {error}",
+                      allow_retries=False) from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    renditions = {fmt: str(path) for fmt, path in finals.items() if fmt != MASTER}
+    for fmt in renditions:
+        context.log.info(f"rendition {fmt} ({sizes[fmt][0]}x{sizes[fmt][1]}) for the brief's channels: {finals[fmt]}")
+    context.log.info(f"final_video: {assembly.summary()}")
 
-    info = probe(video_path)
+    info = infos[MASTER]
     engines = {"storyboard": plan.metadata.planner_engine}
     for key, motion in zip(keys, motions):
         engines[f"{key.scene_id}.image"] = key.engine
@@ -329,7 +349,8 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
                                                              if motion.fallback_reason else "")
     engines["music"] = f"{sound.music_engine} ({sound.mood}, {sound.bpm:g} BPM)"
     engines["narration"] = sound.narration_engine
-    engines["assembly"] = f"ffmpeg libx264 {ffmpeg.preset} + aac"
+    engines["assembly"] = (f"ffmpeg libx264 {ffmpeg.preset} + aac; {len(scenes)} segments per format "
+                           f"joined by stream copy")
     audio_summary = AudioSummary(codec=info.audio_codec or "none", sample_rate=info.audio_sample_rate or 0,
                                  channels=info.audio_channels or 0, loudness_lufs=sound.loudness_lufs,
                                  true_peak_dbtp=sound.true_peak_dbtp, music=engines["music"],
@@ -337,10 +358,14 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
                                  cost_usd=sound.cost_usd, notes=sound.notes)
     record = VideoRecord(job_id=job_id, video_path=str(video_path), thumbnail_path=str(thumb_path),
                          duration=info.duration, resolution=f"{info.width}x{info.height}", fps=info.fps,
-                         bitrate=info.bit_rate, size_bytes=video_path.stat().st_size, scenes_count=len(scenes),
+                         bitrate=info.bit_rate, size_bytes=staged[MASTER].stat().st_size, scenes_count=len(scenes),
                          engines=engines, seconds=round(time.perf_counter() - started, 3), renditions=renditions,
                          audio=audio_summary)
-    write_model(layout.video_record_path(store, job_id), record)
+    _replace_together([*(staged[fmt] for fmt in renditions), staging / thumb_path.name, staged[MASTER]],
+                      store.final_dir(job_id))
+    write_model(layout.video_record_path(store, job_id), record)  # last: it describes the files now in place
+    shutil.rmtree(staging, ignore_errors=True)
+    segments.publish_manifest(store.job_dir(job_id), assembly)
     context.log.info(f"final video {video_path}: {record.duration:.3f} s {record.resolution} "
                      f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
     return MaterializeResult(metadata={
@@ -359,14 +384,41 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
         "seconds": record.seconds,
         "engines": MetadataValue.json(engines),
         "renditions": MetadataValue.json(renditions),
+        "segments_reused": assembly.reused,
+        "segments_encoded": assembly.encoded,
+        "segments_seconds_saved": assembly.seconds_saved,
+        "segments_encode_seconds": assembly.encode_seconds,
+        "segments_join_seconds": assembly.join_seconds,
+        "segments": MetadataValue.md(
+            "| format | segment | frames | scenes | reused | encode s |\n|---|---|---|---|---|---|\n"
+            + "\n".join(f"| {r.format} | {r.index + 1} | {r.start}-{r.stop - 1} | {', '.join(r.scenes)} | "
+                        f"{'yes' if r.reused else 'no'} | {r.encode_seconds:g} |" for r in assembly.segments)),
         "preview": image_markdown(thumbnail, caption=plan.title),
     })
 
 
 def _thumbnail(scenes: list[SceneInput]) -> Image.Image:
-    """The first scene's frame at 60% of its length: copy fully faded in, motion under way."""
+    """The first scene's frame at 60% of its length: copy fully faded in, motion under way (that
+    one frame only: a frame depends on its index alone)."""
     target = int(scenes[0].frames * 0.6)
-    for i, frame in enumerate(frames_bgr(scenes[:1], crossfade=0)):
-        if i == target:
-            return Image.fromarray(frame[:, :, ::-1])
-    raise AssertionError("unreachable: the first scene has at least one frame")
+    frame = next(frames_i420(scenes[:1], crossfade=0, start=target, stop=target + 1))
+    return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420))
+
+
+def _verify_thumbnail(path: Path) -> None:
+    """The staged thumbnail decodes and is full size (raises VideoInvalid, like the videos)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            size = image.size
+    except OSError as error:
+        raise VideoInvalid(f"{path.name} does not decode: {error}") from error
+    if size != (WIDTH, HEIGHT):
+        raise VideoInvalid(f"{path.name} is {size[0]}x{size[1]}, expected {WIDTH}x{HEIGHT}")
+
+
+def _replace_together(staged: list[Path], final_dir: Path) -> None:
+    """Move probed files into place, each by an atomic rename on the same file system; the
+    caller writes video.json after them, so it never describes a file that is not there yet."""
+    for path in staged:
+        os.replace(path, final_dir / path.name)

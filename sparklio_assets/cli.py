@@ -165,6 +165,10 @@ def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     _print(f"re-made {scene_id}; video: {record.video_path} ({record.duration:.2f} s)")
+    from .segments import read_manifest
+
+    if assembly := read_manifest(store.job_dir(job_id)):
+        _print(assembly.summary())
     return 0
 
 

@@ -212,6 +212,14 @@ class Timeline:
         shortest = min(s.frames for s in scenes)
         self.crossfade = 0 if len(scenes) == 1 else min(crossfade, shortest // 2 * 2)
 
+    def segments(self) -> list[tuple[int, int, list[int]]]:
+        """[(first frame, end frame, scenes it shows)]: one segment per scene, from the start of the
+        crossfade into it to the start of the crossfade out of it, so every crossfade lies inside
+        one segment and a segment shows at most two scenes (itself and the one fading out)."""
+        half, last = self.crossfade // 2, len(self.scenes) - 1
+        return [(self.starts[i] - half if i else 0, self.starts[i + 1] - half if i < last else self.total,
+                 [i - 1, i] if i and half else [i]) for i in range(len(self.scenes))]
+
     def at(self, f: int) -> list[tuple[int, int, float]]:
         """[(scene index, local frame, weight)] contributing to frame f."""
         i = int(np.searchsorted(self.starts, f, side="right")) - 1
@@ -223,13 +231,15 @@ class Timeline:
         return [(i, f - self.starts[i], 1.0)]
 
 
-def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> Iterator[np.ndarray]:
-    """Every frame of the ad in order, as I420 buffers (BT.601 limited range) ready for the
-    encoder's stdin. Loads each scene when it first appears and drops it once it is behind, so
-    at most two scenes are held at a time."""
+def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, start: int = 0,
+                stop: int | None = None) -> Iterator[np.ndarray]:
+    """The ad's frames start..stop (default: all) in order, as I420 buffers (BT.601 limited range)
+    ready for the encoder's stdin. A frame depends only on its index, so a range is pixel for pixel
+    the same frames as in the whole (what segmented encoding relies on). Loads each scene when it
+    first appears and drops it once it is behind, so at most two scenes are held at a time."""
     timeline = Timeline(scenes, crossfade)
     loaded: dict[int, _LoadedScene] = {}
-    for f in range(timeline.total):
+    for f in range(start, timeline.total if stop is None else stop):
         parts = timeline.at(f)
         for index in list(loaded):
             if index < parts[0][0]:

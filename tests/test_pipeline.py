@@ -145,6 +145,8 @@ def test_remake_one_scene_keeps_the_others(made):
 
     result = sparklio("remake-scene", JOB, "scene_003", "--out", str(home), home=home)
     assert result.returncode == 0, result.stdout + result.stderr
+    # scene_003 shows in its own segment and in scene_004's crossfade: 2 of 5 encoded again.
+    assert "segments: 3 reused, 2 re-encoded" in result.stdout
     after = frames_at(video, {10, 200})
     assert np.array_equal(before[10], after[10]) or np.abs(before[10].astype(int) - after[10]).mean() < 1
     assert np.abs(before[200].astype(int) - after[200]).mean() > 1, "scene_003 shows the new copy"

@@ -1,0 +1,197 @@
+"""Segmented assembly (issue 16): the ad is encoded as one segment per scene and the segments are
+joined without re-encoding, so re-making one scene re-encodes only the segments that show it.
+
+Segment i runs from the start of the crossfade into scene i to the start of the crossfade out of
+it (render.Timeline.segments): every crossfade lies inside one segment, and a segment shows at
+most two scenes. Each segment is an MP4 made with exactly the product's encoder settings
+(FFmpegRunner.encoder_args), so all share one set of H.264 parameter sets; x264 starts every
+encode with an IDR frame and keeps GOPs closed (open-gop is off by default), so each segment
+decodes on its own and FFmpeg's concat demuxer joins them by stream copy, with the soundtrack
+encoded once over the whole in the same pass (FFmpegRunner.concat_copy).
+
+A segment is kept under a name derived from a hash of everything that decides its pixels and its
+bits: the content of each scene it shows (key image or clip bytes, overlay bytes, motion style,
+length), where in those scenes it starts, the crossfade, the output size, the encoder settings
+and binary, the brand kit, and the renderer's own source. After a scene is re-made only the
+segments whose hash changed are rendered and encoded again; the others are copied bit for bit.
+Segments live in the job's folder (segments/), are written atomically by the FFmpeg runner, are
+checked before they are kept, and are deleted once no published video refers to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from . import motion, render
+from .formats import MASTER, file_tag
+from .models import FPS
+from .render import CROSSFADE_FRAMES, SceneInput, Timeline, frames_i420, reframe
+from .video_probe import check_segment, same_parameter_sets
+
+# The renderer's code decides the pixels as much as its inputs do: a change to it re-encodes all.
+CODE_DIGEST = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (render, motion))).hexdigest()
+
+
+class Encoder(Protocol):
+    """What assembly needs of the FFmpeg runner (resources.ffmpeg.FFmpegRunner)."""
+
+    def exe(self) -> str: ...
+
+    def encoder_args(self, fps: int) -> list[str]: ...
+
+    def encode_i420(self, frames: Callable[[], Iterable[np.ndarray]], width: int, height: int, fps: int,
+                    out_path: Path, log: Callable[[str], None] = ..., audio: Path | None = None,
+                    check: Callable[[Path], None] | None = None) -> None: ...
+
+    def concat_copy(self, parts: list[Path], out_path: Path, audio: Path | None = None,
+                    log: Callable[[str], None] = ..., check: Callable[[Path], None] | None = None) -> None: ...
+
+
+class SegmentRecord(BaseModel):
+    format: str = Field(description="9:16 (the master), 4:5, 1:1 or 16:9")
+    index: int
+    start: int = Field(description="first frame of the ad it holds")
+    stop: int = Field(description="frame after its last")
+    scenes: list[str] = Field(description="scenes it shows (its own, and the one crossfading out)")
+    key: str = Field(description="hash of everything that decides its content")
+    file: str
+    reused: bool
+    encode_seconds: float = Field(description="what rendering and encoding it took when it was made")
+
+
+class AssemblyRecord(BaseModel):
+    """What one assembly encoded and what it reused (final_video's metadata, the CLI)."""
+
+    segments: list[SegmentRecord]
+    reused: int
+    encoded: int
+    encode_seconds: float = Field(description="spent rendering and encoding segments in this assembly")
+    seconds_saved: float = Field(description="what the reused segments cost when they were encoded")
+    join_seconds: float = Field(description="joining the segments and encoding the soundtrack, all formats")
+
+    def summary(self) -> str:
+        return (f"segments: {self.reused} reused, {self.encoded} re-encoded "
+                f"({self.seconds_saved:.1f} s of encoding saved)")
+
+
+def folder(job_dir: Path) -> Path:
+    return job_dir / "segments"
+
+
+def manifest_path(job_dir: Path) -> Path:
+    """The segments of the published video (written after it is published)."""
+    return folder(job_dir) / "manifest.json"
+
+
+def read_manifest(job_dir: Path) -> AssemblyRecord | None:
+    path = manifest_path(job_dir)
+    return AssemblyRecord.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+class _Digests:
+    """sha256 of files, each read once per assembly (a scene appears in two segments per format)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+
+    def __call__(self, path: str | Path) -> str:
+        key = str(path)
+        if key not in self._known:
+            self._known[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return self._known[key]
+
+
+def _scene_identity(scene: SceneInput, digest: _Digests) -> dict:
+    m = scene.motion
+    return {"frames": scene.frames, "fps": m.fps, "motion_style": m.motion_style,
+            "picture": digest(m.clip_path) if m.clip_path else digest(m.image_path),
+            "clip": bool(m.clip_path), "overlay": digest(scene.overlay_path)}
+
+
+def segment_key(scenes: list[SceneInput], timeline: Timeline, segment: tuple[int, int, list[int]],
+                size: tuple[int, int], encoder: Encoder, context: str, digest: _Digests) -> str:
+    start, stop, shown = segment
+    content = {
+        # The binary by name (the imageio-ffmpeg wheel's carries its version), not by where it is.
+        "code": CODE_DIGEST, "encoder": [Path(encoder.exe()).name, *encoder.encoder_args(FPS)], "size": list(size),
+        "crossfade": timeline.crossfade, "frames": stop - start, "context": context,
+        "scenes": [{**_scene_identity(scenes[i], digest), "from": start - timeline.starts[i]} for i in shown],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _frames(scenes: list[SceneInput], crossfade: int, start: int, stop: int,
+            size: tuple[int, int], master: tuple[int, int]) -> Iterator[np.ndarray]:
+    frames = frames_i420(scenes, crossfade, start, stop)
+    return frames if size == master else reframe(frames, *size)
+
+
+def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], outputs: dict[str, Path],
+             segment_dir: Path, encoder: Encoder, audio: Path | None, context: str,
+             log: Callable[[str], None] = lambda _: None, crossfade: int = CROSSFADE_FRAMES) -> AssemblyRecord:
+    """Write each format's MP4 (sizes[fmt] → outputs[fmt]) from segments, encoding only those not
+    already in segment_dir. `context` is what else decides every segment (the brand kit)."""
+    timeline = Timeline(scenes, crossfade)
+    plan, digest = timeline.segments(), _Digests()
+    master = sizes[MASTER]
+    records: list[SegmentRecord] = []
+    encode_seconds = join_seconds = 0.0
+    for fmt, size in sizes.items():
+        parts = []
+        for index, segment in enumerate(plan):
+            start, stop, shown = segment
+            key = segment_key(scenes, timeline, segment, size, encoder, context, digest)
+            path = segment_dir / f"{file_tag(fmt)}-{key[:24]}.mp4"
+            cost = path.with_suffix(".json")
+            reused = path.is_file()
+            if reused:
+                seconds = json.loads(cost.read_text())["encode_seconds"] if cost.is_file() else 0.0
+            else:
+                began = time.perf_counter()
+                encoder.encode_i420(lambda s=start, e=stop: _frames(scenes, timeline.crossfade, s, e, size, master),
+                                    size[0], size[1], FPS, path, log=log,
+                                    check=lambda p, n=stop - start: check_segment(p, size[0], size[1], n))
+                seconds = round(time.perf_counter() - began, 3)
+                encode_seconds += seconds
+                _write_json(cost, {"encode_seconds": seconds})
+            parts.append(path)
+            records.append(SegmentRecord(format=fmt, index=index, start=start, stop=stop, reused=reused,
+                                         scenes=[scenes[i].motion.scene_id for i in shown], key=key, file=path.name,
+                                         encode_seconds=seconds))
+        same_parameter_sets(parts)
+        began = time.perf_counter()
+        encoder.concat_copy(parts, outputs[fmt], audio=audio, log=log)
+        join_seconds += time.perf_counter() - began
+    reused = [r for r in records if r.reused]
+    return AssemblyRecord(segments=records, reused=len(reused), encoded=len(records) - len(reused),
+                          encode_seconds=round(encode_seconds, 3), join_seconds=round(join_seconds, 3),
+                          seconds_saved=round(sum(r.encode_seconds for r in reused), 3))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def publish_manifest(job_dir: Path, record: AssemblyRecord) -> None:
+    """Record the published video's segments, then delete every segment file it does not use
+    (and what killed runs left half-written)."""
+    _write_json(manifest_path(job_dir), record.model_dump())
+    keep = {r.file for r in record.segments} | {Path(r.file).with_suffix(".json").name for r in record.segments}
+    mine = f".{os.getpid()}."
+    for path in folder(job_dir).iterdir():
+        if path.name == manifest_path(job_dir).name or path.name in keep:
+            continue
+        if path.name.startswith(".") and mine in path.name:
+            continue  # this process's own file in flight
+        path.unlink(missing_ok=True)
