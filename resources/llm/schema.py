@@ -2,10 +2,12 @@
 
 Each role has a pydantic model (the validation that counts) and a hand-written JSON schema sent on
 the wire (Ollama `format`, OpenAI `response_format` json_schema strict, Anthropic tool
-`input_schema`). The wire schemas stay inside the subset all three accept in strict mode: every
-property required, `additionalProperties: false`, enums, no length or number limits. The limits
-live in the pydantic models and in the field descriptions; a violation goes back to the model once
-as a repair prompt. `tests/test_llm.py` checks that wire schema and model agree.
+`input_schema`). Each schema comes in two forms: `limits=False` stays inside the subset the vendors'
+strict modes accept (every property required, `additionalProperties: false`, enums, no length or
+number limits), `limits=True` adds maxLength / minLength, minimum / maximum and minItems / maxItems
+for servers whose grammar enforces them (llama.cpp, Ollama `format`, vLLM), which keeps a small
+model's caption inside 40 characters while it writes. The pydantic models and `salvage.py` check
+the answer either way. `tests/test_llm.py` checks that wire schema and model agree.
 
 The model never writes what we can compute: scene ids, the title, exact frame-accurate durations
 and the brand colours are set here, after the model, so those invariants hold by construction.
@@ -124,10 +126,25 @@ class CopyRefinement(_Out):
 
 # ---- wire schemas ----
 
-def _string(description: str, enum: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+def _string(description: str, enum: tuple[str, ...] | list[str] | None = None, *, limits: bool = False,
+            max_length: int | None = None, min_length: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "string", "description": description}
     if enum is not None:
         out["enum"] = list(enum)
+    if limits and max_length is not None:
+        out["maxLength"] = max_length
+    if limits and min_length:
+        out["minLength"] = min_length
+    return out
+
+
+def _array(items: dict[str, Any], description: str, *, limits: bool = False, max_items: int | None = None,
+           min_items: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "array", "items": items, "description": description}
+    if limits and max_items is not None:
+        out["maxItems"] = max_items
+    if limits and min_items:
+        out["minItems"] = min_items
     return out
 
 
@@ -136,47 +153,59 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
             "additionalProperties": False}
 
 
-def strategy_schema() -> dict[str, Any]:
-    items = {"type": "string", "description": "at most 120 characters"}
+def strategy_schema(limits: bool = False) -> dict[str, Any]:
+    items = _string("at most 120 characters", limits=limits, max_length=120)
     return _object({
-        "usp": _string("the single most compelling, specific reason to choose this product; at most 200 characters"),
-        "key_benefits": {"type": "array", "items": items, "description": "up to 5 concrete benefits"},
-        "proof_points": {"type": "array", "items": items,
-                         "description": "up to 5 facts stated in the brief or brand kit; empty if none are given"},
-        "brand_voice": _string("how the copy should sound, in a sentence; at most 200 characters"),
-        "cta": _string(f"call to action in the brief's language; at most {ONSCREEN_TEXT_MAX} characters"),
+        "usp": _string("the single most compelling, specific reason to choose this product; at most 200 characters",
+                       limits=limits, max_length=200, min_length=1),
+        "key_benefits": _array(items, "up to 5 concrete benefits", limits=limits, max_items=5),
+        "proof_points": _array(items, "up to 5 facts stated in the brief or brand kit; empty if none are given",
+                               limits=limits, max_items=5),
+        "brand_voice": _string("how the copy should sound, in a sentence; at most 200 characters",
+                               limits=limits, max_length=200),
+        "cta": _string(f"call to action in the brief's language; at most {ONSCREEN_TEXT_MAX} characters",
+                       limits=limits, max_length=ONSCREEN_TEXT_MAX),
     })
 
 
-def draft_schema() -> dict[str, Any]:
+def draft_schema(limits: bool = False, duration: int | None = None) -> dict[str, Any]:
+    """`duration` (the brief's seconds) bounds the scene count in the limited form."""
+    most = min(MAX_SCENES, duration) if duration else MAX_SCENES
+    seconds: dict[str, Any] = {"type": "number", "description": "at least 1; all scenes add up to the ad's duration"}
+    if limits:
+        seconds.update(minimum=1, maximum=min(30, duration or 30))
     scene = _object({
         "purpose": _string("the scene's act; the first scene is the hook, the last is CTA", PURPOSES),
-        "duration_seconds": {"type": "number", "description": "at least 1; all scenes add up to the ad's duration"},
+        "duration_seconds": seconds,
         "narration": _string(f"voice-over line in the brief's language; at most {NARRATION_MAX} characters; "
-                             "may be empty"),
+                             "may be empty", limits=limits, max_length=NARRATION_MAX),
         "onscreen_text": _string(f"large on-screen copy in the brief's language; at most {ONSCREEN_TEXT_MAX} "
-                                 "characters"),
+                                 "characters", limits=limits, max_length=ONSCREEN_TEXT_MAX),
         "image_prompt": _string("English text-to-image prompt for a vertical 9:16 key image; "
-                                f"at most {IMAGE_PROMPT_MAX} characters"),
+                                f"at most {IMAGE_PROMPT_MAX} characters", limits=limits,
+                                max_length=IMAGE_PROMPT_MAX, min_length=1),
         "motion_style": _string("camera motion", MOTION_STYLES),
-        "brand_elements": {"type": "array", "items": _string("brand element shown", BRAND_ELEMENTS),
-                           "description": "brand elements shown in this scene (may be empty)"},
+        "brand_elements": _array(_string("brand element shown", BRAND_ELEMENTS),
+                                 "brand elements shown in this scene (may be empty)", limits=limits,
+                                 max_items=len(BRAND_ELEMENTS)),
     })
     return _object({
         "bgm_mood": _string("background music mood", BGM_MOODS),
-        "scenes": {"type": "array", "items": scene,
-                   "description": f"2 to {MAX_SCENES} scenes in story order; the last one is the CTA"},
+        "scenes": _array(scene, f"2 to {most} scenes in story order; the last one is the CTA", limits=limits,
+                         max_items=most, min_items=2),
     })
 
 
-def refine_schema(scene_ids: list[str]) -> dict[str, Any]:
+def refine_schema(scene_ids: list[str], limits: bool = False) -> dict[str, Any]:
     item = _object({
         "scene_id": _string("the scene this copy belongs to", scene_ids),
-        "narration": _string(f"refined voice-over line; at most {NARRATION_MAX} characters; may be empty"),
-        "onscreen_text": _string(f"refined on-screen copy; at most {ONSCREEN_TEXT_MAX} characters"),
+        "narration": _string(f"refined voice-over line; at most {NARRATION_MAX} characters; may be empty",
+                             limits=limits, max_length=NARRATION_MAX),
+        "onscreen_text": _string(f"refined on-screen copy; at most {ONSCREEN_TEXT_MAX} characters",
+                                 limits=limits, max_length=ONSCREEN_TEXT_MAX),
     })
-    return _object({"scenes": {"type": "array", "items": item,
-                               "description": "one entry per scene, same order as given"}})
+    return _object({"scenes": _array(item, "one entry per scene, same order as given", limits=limits,
+                                      max_items=len(scene_ids), min_items=len(scene_ids))})
 
 
 # ---- after the model: invariants by construction ----
