@@ -687,8 +687,8 @@ class _AnthropicExchange(Exchange):
         elif mode == "json_schema":
             kwargs = {"output_config": {"format": {"type": "json_schema", "schema": self.schema},
                                         **({"effort": s.anthropic_effort} if s.anthropic_effort else {})}}
-        if s.temperature is not None:
-            kwargs["temperature"] = s.temperature
+        if s.temperature is not None:  # this SDK's create() has no temperature parameter; the API reads it
+            kwargs["extra_body"] = {"temperature": s.temperature}
         progress = _Progress(deadline)
         state: dict[str, Any] = {"model": "", "input": 0, "cache_read": 0, "cache_write": 0, "output": 0,
                                  "stop": None, "tool": None, "tool_json": [], "usage_seen": False}
