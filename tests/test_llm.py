@@ -777,12 +777,19 @@ def test_silence_times_out_with_estimated_tokens_but_a_slow_steady_stream_does_n
     assert call["seconds"] > 0.8 * 2 and call["tokens_per_s"] > 0
     # Three chunks, then silence: the call ends after timeout_s, its tokens estimated, the stream closed.
     ollama.reset()
-    openai.queue(Answer(KOREAN_DRAFT, stall=(3, 5.0)))
+    openai.queue(Answer(KOREAN_DRAFT, stall=(3, 2.0)))
     plan = router(servers, timeout_s=0.8, ollama_host="off", anthropic_api_key="").plan(job("auto"))
     assert plan.metadata.planner_engine.startswith("builtin (fallback: ")
     [call] = [c for c in plan.metadata.llm_calls if c["provider"] == "openai"]
     assert call["error"] == "timeout: no part of the answer for 0.8 s"
     assert call["tokens_estimated"] is True and call["output_tokens"] == 3 and call["input_tokens"] > 500
+    # The abandoned stream was closed: when the server writes again, it finds the client gone
+    # (llama.cpp, Ollama and vLLM stop generating when that happens).
+    [request] = openai.chat_requests()
+    deadline = time.monotonic() + 30
+    while not request.disconnected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert request.disconnected
 
 
 def test_the_plan_budget_bounds_all_calls_together(servers):
@@ -834,3 +841,14 @@ def test_an_injected_brief_never_reaches_the_builtin_copy(servers):
     assert "HACKED" not in text and "Ignore" not in text and "무시" not in text
     assert plan.title == "Daily Eye Care Moisturizer - 15s Ad"
     assert plan.scenes[2].onscreen_text == "Daily Eye Care Moisturizer"
+
+
+def test_an_unusable_repair_answer_keeps_the_first_answer(servers):
+    ollama, openai, _ = servers
+    ollama.queue(Answer(draft(s3={"image_prompt": ""})), Text("sorry, I cannot"))
+    plan = router(servers).plan(job("auto"))
+    assert plan.metadata.planner_engine == f"{QWEN} (built-in scenes scene_004)"
+    assert outcomes(plan) == [("draft", "ollama", "first", "ok"), ("draft", "ollama", "repair", "invalid")]
+    assert plan.metadata.llm_calls[0]["builtin_scenes"] == ["scene_004"] and not openai.requests
+    assert [plan.scenes[i].narration for i in (0, 1, 2, 4)] == [KOREAN_DRAFT["scenes"][i]["narration"]
+                                                               for i in (0, 1, 2, 4)]

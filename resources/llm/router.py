@@ -417,7 +417,7 @@ class _PlanRun:
                 passed_over.append(f"{name}: {why_not}" if provider.unavailable else f"{provider.label} {why_not}")
                 continue
             exchange = provider.exchange(system, user, TOOL_NAMES[role], schema(False), schema(True))
-            problem, previous, usable, reply_first = "", None, None, None
+            problem, previous, usable, reply_first, entry_first = "", None, None, None, {}
             for attempt in ("first", "repair"):
                 started = time.perf_counter()
                 try:
@@ -438,8 +438,9 @@ class _PlanRun:
                     if usable is not None:  # the first answer stands, with built-in scenes where it was unusable
                         self.log.warning(f"llm {role}: the repair round with {provider.label} failed ({error}); "
                                          "keeping its first answer")
-                        self._accepted(role, provider, usable, reply_first)
-                        return usable.value, provider, "; ".join(passed_over), usable, reply_first.model
+                        self._accepted(entry_first, usable)
+                        return (usable.value, provider, "; ".join(passed_over), usable,
+                                reply_first.model or provider.model)
                     self.log.warning(f"llm {role}: {provider.label} failed ({error}); "
                                      f"{self._next(chain, name, role)}")
                     break
@@ -451,7 +452,7 @@ class _PlanRun:
                             output_tokens=reply.output_tokens, reply=reply,
                             estimated="the server sent no token usage; tokens estimated" in reply.notes)
                 if done:
-                    self._accepted(role, provider, checked, reply)
+                    self._accepted(self.calls[-1], checked)
                     self.log.info(f"llm {role}: {reply.model or provider.model} on {provider.name} answered in "
                                   f"{seconds:.2f} s{' after one repair round' if attempt == 'repair' else ''} "
                                   f"({reply.input_tokens} in / {reply.output_tokens} out tokens, "
@@ -463,6 +464,12 @@ class _PlanRun:
                                      f"({problem}); asking it once to repair them")
                     exchange.add_repair(reply, prompts.repair_prompt(problem, checked.fixed))
                     previous, usable, reply_first = checked.state, (checked if checked.value is not None else None), reply
+                    entry_first = self.calls[-1]
+                elif usable is not None:  # the repair answer is no use: the first answer stands
+                    self.log.warning(f"llm {role}: the repair answer of {provider.label} is unusable ({problem}); "
+                                     "keeping its first answer")
+                    self._accepted(entry_first, usable)
+                    return usable.value, provider, "; ".join(passed_over), usable, reply_first.model or provider.model
                 else:
                     self.log.warning(f"llm {role}: {provider.label} is still unusable after the repair round "
                                      f"({problem}); {self._next(chain, name, role)}")
@@ -470,17 +477,15 @@ class _PlanRun:
             passed_over.append(f"{provider.label} {problem}")
         return None
 
-    def _accepted(self, role: str, provider: Provider, checked: Checked, reply: Any) -> None:
+    @staticmethod
+    def _accepted(call: dict[str, Any], checked: Checked) -> None:
         """Note on the accepted call what code fixed and which scenes the built-in planner wrote."""
-        for call in reversed(self.calls):
-            if call["role"] == role and call["provider"] == provider.name:
-                call["outcome"] = "ok"
-                call["code_fixed"] = list(checked.fixed)
-                if checked.builtin:
-                    call["builtin_scenes"] = list(checked.builtin)
-                if checked.problems:
-                    call["unfixed"] = list(checked.problems)
-                break
+        call["outcome"] = "ok"
+        call["code_fixed"] = list(checked.fixed)
+        if checked.builtin:
+            call["builtin_scenes"] = list(checked.builtin)
+        if checked.problems:
+            call["unfixed"] = list(checked.problems)
 
     def _next(self, chain: tuple[str, ...], name: str, role: str) -> str:
         rest = chain[chain.index(name) + 1:]
