@@ -14,13 +14,13 @@ from resources.artifacts import ArtifactStore
 from resources.llm import LLMRouter, Route, format_usd, route_for, storyboard_cost_usd
 from resources.llm.prompts import system_prompt
 from resources.llm.providers import OpenAIProvider, Settings
+from resources.llm.salvage import assemble, check_draft
 from resources.llm.schema import (
     BrandStrategy,
     CopyRefinement,
     DraftStoryboard,
     draft_schema,
     refine_schema,
-    storyboard_from_draft,
     strategy_schema,
 )
 from sparklio_assets import layout
@@ -367,22 +367,24 @@ def test_storyboard_invariants_are_enforced_after_the_model():
     for scene, seconds in zip(scenes, (2.7, 2.9, 4.1, 3.3, 2.4)):
         scene["duration_seconds"] = seconds
     scenes.insert(2, scenes.pop())  # CTA in the middle
-    model = DraftStoryboard.model_validate({"bgm_mood": "upbeat_energetic", "scenes": scenes},
-                                           context={"duration": 15})
-    plan = storyboard_from_draft(model, BRIEF, BRAND)
+    checked = check_draft({"bgm_mood": "upbeat_energetic", "scenes": scenes}, BRIEF, BRAND)
+    built = assemble(checked, BRIEF, BRAND)
+    plan = built.storyboard
     assert_invariants(plan)
     assert [s.purpose for s in plan.scenes] == ["Hook / Attention", "Problem", "Solution", "Social Proof", "CTA"]
-    assert plan.metadata.bgm_mood == "upbeat_energetic"
-    # Too many scenes for the duration, no CTA, a sum far off: the model is asked again.
-    with pytest.raises(ValueError, match="do not fit"):
-        DraftStoryboard.model_validate({"bgm_mood": "calm_inspiring", "scenes": scenes * 2},
-                                       context={"duration": 5})
-    with pytest.raises(ValueError, match="CTA"):
-        DraftStoryboard.model_validate({"bgm_mood": "calm_inspiring", "scenes": scenes[:2]})
-    with pytest.raises(ValueError, match="add up to 30 s"):
-        DraftStoryboard.model_validate({"bgm_mood": "calm_inspiring",
-                                        "scenes": [dict(s, duration_seconds=6) for s in scenes]},
-                                       context={"duration": 15})
+    assert plan.metadata.bgm_mood == "upbeat_energetic" and built.builtin_scenes == []
+    assert "scenes: the CTA scene moved to the end" in built.fixed
+    # Too many scenes for a 5 s ad: the story's start and its CTA are kept.
+    short = BRIEF.model_copy(update={"duration": 5})
+    built = assemble(check_draft({"bgm_mood": "calm_inspiring", "scenes": scenes * 2}, short, BRAND), short, BRAND)
+    assert len(built.storyboard.scenes) == 5 and built.storyboard.scenes[-1].purpose == "CTA"
+    assert_invariants(built.storyboard, duration=5)
+    # No CTA scene: the built-in planner's CTA scene is added; durations 30 s for 15 s are rescaled.
+    no_cta = [dict(s, duration_seconds=7.5) for s in scenes if s["purpose"] != "CTA"]
+    built = assemble(check_draft({"bgm_mood": "calm_inspiring", "scenes": no_cta}, BRIEF, BRAND), BRIEF, BRAND)
+    assert built.builtin_scenes == ["scene_005"] and built.storyboard.scenes[-1].onscreen_text == BRAND.cta_default
+    assert any("rescaled to 15 s" in f for f in built.fixed)
+    assert_invariants(built.storyboard)
 
 
 @pytest.mark.parametrize("provider", ["ollama", "openai", "anthropic"])

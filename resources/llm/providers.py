@@ -62,10 +62,6 @@ class Settings:
     structured_output: str = "auto"  # OpenAI-compatible: auto (json_schema → json_object → prompt) or one mode
     schema_limits: str = "auto"  # auto: limits where the server's grammar enforces them; on | off
 
-    @property
-    def ollama_num_ctx(self) -> int:  # the name earlier configurations used
-        return self.num_ctx
-
 
 class ProviderError(Exception):
     """The provider did not answer usefully. kind: offline | timeout | rate_limited | server_error |
@@ -167,14 +163,6 @@ def _http_client(settings: Settings) -> httpx2.Client:
     return httpx2.Client(transport=_Guard(httpx2.HTTPTransport(), settings.max_retry_wait_s, settings.timeout_s),
                          timeout=httpx2.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
                          follow_redirects=True)
-
-
-def parse_json(text: str) -> tuple[Any | None, str | None]:
-    """Lenient: code fences, prose around the object and trailing commas are tolerated."""
-    from .salvage import parse_lenient
-
-    data, problem, _ = parse_lenient(text)
-    return data, problem
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -26,8 +26,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from sparklio_assets.copy_safety import allowed_claims, copy_problems, safe_brief
-from sparklio_assets.models import FPS, MAX_SCENES, ONSCREEN_TEXT_MAX, PURPOSES, BrandKit, Brief, Scene, Storyboard
-from sparklio_assets.models import StoryboardMetadata, describe_validation_error
+from sparklio_assets.models import (
+    FPS,
+    MAX_SCENES,
+    ONSCREEN_TEXT_MAX,
+    PURPOSES,
+    BrandKit,
+    Brief,
+    Scene,
+    Storyboard,
+    StoryboardMetadata,
+    describe_validation_error,
+)
 from sparklio_assets.planner import ACTS, MOODS, plan_storyboard
 
 from .schema import (

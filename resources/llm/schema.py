@@ -10,14 +10,15 @@ model's caption inside 40 characters while it writes. The pydantic models and `s
 the answer either way. `tests/test_llm.py` checks that wire schema and model agree.
 
 The model never writes what we can compute: scene ids, the title, exact frame-accurate durations
-and the brand colours are set here, after the model, so those invariants hold by construction.
+and the brand colours are set after the model (`salvage.assemble`), so those invariants hold by
+construction.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparklio_assets.models import (
     FPS,
@@ -25,12 +26,8 @@ from sparklio_assets.models import (
     ONSCREEN_TEXT_MAX,
     PURPOSES,
     BrandElement,
-    BrandKit,
-    Brief,
     MotionStyle,
-    Scene,
     Storyboard,
-    StoryboardMetadata,
 )
 from sparklio_assets.planner import split_frames
 
@@ -42,9 +39,6 @@ BRAND_ELEMENTS: tuple[str, ...] = get_args(BrandElement)
 BGM_MOODS: tuple[str, ...] = get_args(BgmMood)
 NARRATION_MAX = 200
 IMAGE_PROMPT_MAX = 500
-# How far the model's scene lengths may miss the requested duration before we ask it again
-# (within it, they are rescaled to the exact duration in whole frames).
-DURATION_TOLERANCE = 0.15
 
 
 class _Out(BaseModel):
@@ -82,24 +76,11 @@ class DraftScene(_Out):
 
 
 class DraftStoryboard(_Out):
-    """Validate with `context={"duration": <brief seconds>}` to check the time budget."""
+    """The answer's shape. `salvage.check_draft` checks an answer field by field against it and fixes
+    what code can (durations rescaled to the brief, CTA last, ids renumbered)."""
 
     bgm_mood: BgmMood
     scenes: list[DraftScene] = Field(min_length=2, max_length=MAX_SCENES)
-
-    @model_validator(mode="after")
-    def _fits_the_brief(self, info: ValidationInfo) -> DraftStoryboard:
-        if not any(s.purpose == "CTA" for s in self.scenes):
-            raise ValueError("scenes: the last scene must have purpose 'CTA' (there is no CTA scene)")
-        duration = (info.context or {}).get("duration")
-        if duration:
-            if len(self.scenes) > duration:
-                raise ValueError(f"scenes: {len(self.scenes)} scenes do not fit {duration} s (each needs at least 1 s)")
-            total = sum(s.duration_seconds for s in self.scenes)
-            if abs(total - duration) > max(1.0, DURATION_TOLERANCE * duration):
-                raise ValueError(f"scenes: duration_seconds add up to {total:g} s but the ad is {duration} s long; "
-                                 f"make them add up to exactly {duration}")
-        return self
 
 
 # ---- role "refine": copy refinement (Claude Sonnet class) ----
@@ -111,17 +92,9 @@ class RefinedCopy(_Out):
 
 
 class CopyRefinement(_Out):
-    """Validate with `context={"scene_ids": [...]}`: one entry per scene, same ids, same order."""
+    """The answer's shape: one entry per scene, same ids, same order (`salvage.check_refinement`)."""
 
     scenes: list[RefinedCopy] = Field(min_length=1, max_length=MAX_SCENES)
-
-    @model_validator(mode="after")
-    def _same_scenes(self, info: ValidationInfo) -> CopyRefinement:
-        expected = (info.context or {}).get("scene_ids")
-        got = [s.scene_id for s in self.scenes]
-        if expected is not None and got != list(expected):
-            raise ValueError(f"scenes: must be exactly {list(expected)} in this order, got {got}")
-        return self
 
 
 # ---- wire schemas ----
@@ -227,32 +200,6 @@ def whole_frames(seconds: list[float], total_seconds: int) -> list[int]:
     for i in order[: spare - sum(base)]:
         base[i] += 1
     return [FPS + b for b in base]
-
-
-def storyboard_from_draft(draft: DraftStoryboard, brief: Brief, brand: BrandKit) -> Storyboard:
-    """Scene ids scene_001.., CTA last, durations in whole frames summing to the brief's duration."""
-    scenes = list(draft.scenes)
-    if scenes[-1].purpose != "CTA":  # keep the story order, move the CTA scene(s) to the end
-        scenes = [s for s in scenes if s.purpose != "CTA"] + [s for s in scenes if s.purpose == "CTA"]
-    frames = whole_frames([s.duration_seconds for s in scenes], brief.duration)
-    return Storyboard(
-        title=f"{brief.product} - {brief.duration}s Ad",
-        duration_seconds=brief.duration,
-        scenes=[Scene(id=f"scene_{i:03d}", purpose=s.purpose, duration_seconds=n / FPS, narration=s.narration,
-                      onscreen_text=s.onscreen_text, image_prompt=s.image_prompt, motion_style=s.motion_style,
-                      brand_elements=list(dict.fromkeys(s.brand_elements)))
-                for i, (s, n) in enumerate(zip(scenes, frames), start=1)],
-        metadata=StoryboardMetadata(bgm_mood=draft.bgm_mood, brand_colors=brand.colors),
-    )
-
-
-def apply_copy(plan: Storyboard, copy: CopyRefinement) -> Storyboard:
-    """The refined narration and on-screen text, everything else unchanged."""
-    by_id = {c.scene_id: c for c in copy.scenes}
-    scenes = [s.model_copy(update={"narration": by_id[s.id].narration, "onscreen_text": by_id[s.id].onscreen_text})
-              for s in plan.scenes]
-    # Round-trip through validation so every Scene/Storyboard rule is checked again.
-    return Storyboard.model_validate(plan.model_copy(update={"scenes": scenes}).model_dump())
 
 
 def storyboard_for_refinement(plan: Storyboard) -> dict[str, Any]:
