@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .copy_safety import safe_brief
 from .models import FPS, PURPOSES, BrandKit, Brief, Scene, Storyboard, StoryboardMetadata
 
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
@@ -134,6 +135,7 @@ def _fit(text: str, limit: int = 40) -> str:
 
 
 def plan_storyboard(brief: Brief, brand: BrandKit) -> Storyboard:
+    brief = safe_brief(brief, brand)  # brief text that reads as an instruction never reaches the copy
     lang = language_of(brief)
     acts = scene_plan(brief.duration)
     weights = [ACTS[a].seconds if acts.index(a) == i else EXTRA_SCENE_SECONDS for i, a in enumerate(acts)]

@@ -1,9 +1,10 @@
 """Local stand-ins for the three LLM APIs, on 127.0.0.1 at random ports, one thread per request.
 
-Each answers the way the real service does, in status codes, headers and body shapes, so the real
-SDK clients (`ollama`, `openai`, `anthropic`) run unpatched against them:
+Each answers the way the real service does, in status codes, headers and body shapes, streaming
+included (Ollama's NDJSON lines, OpenAI's and Anthropic's server-sent events), so the real SDK
+clients (`ollama`, `openai`, `anthropic`) run unpatched against them:
 
-- `OllamaStandIn`: `POST /api/chat` (non-streaming), `GET /api/tags`; errors as `{"error": "..."}`;
+- `OllamaStandIn`: `POST /api/chat` (streaming or not), `GET /api/tags`; errors as `{"error": "..."}`;
   an unknown model is a 404 `model "x" not found, try pulling it first`.
 - `OpenAIStandIn`: `POST /v1/chat/completions`; errors as `{"error": {"message", "type", "param",
   "code"}}`; needs `Authorization: Bearer ...`; unknown model → 404 `model_not_found`.
@@ -15,6 +16,10 @@ SDK clients (`ollama`, `openai`, `anthropic`) run unpatched against them:
 Tests script what the chat endpoint does next with `queue(...)` (consumed in order, then
 `default`): `Answer(payload)` (valid JSON, with token usage), `Text("...")` (an answer that is not
 JSON / has no tool call), `Fail(status, retry_after=...)`, `Slow(seconds, then)`, `ModelMissing()`.
+A streamed answer can trickle (`gap` seconds between chunks) or go silent (`stall=(chunks, seconds)`).
+`OpenAIStandIn(response_formats=("text", "json_object"))` refuses json_schema the way
+llama-cpp-python's server does (HTTP 500 "Input should be 'text' or 'json_object'");
+`answer_model` is the model name the server reports (llama.cpp names the GGUF file).
 Every request is recorded in `requests` (path, headers, parsed JSON body, time). `refused_url()`
 gives an address where nothing listens (connection refused).
 """
@@ -40,6 +45,9 @@ class Answer:
     input_tokens: int | None = None  # None: about a token per 4 bytes of the request
     output_tokens: int | None = None
     truncated: bool = False  # finish/stop reason "length" / "max_tokens"
+    gap: float = 0.0  # streaming: seconds between chunks
+    stall: tuple[int, float] | None = None  # streaming: after this many chunks, this long silent
+    cache_read_tokens: int = 0  # Anthropic: input tokens read from the prompt cache
 
 
 @dataclass
@@ -49,6 +57,9 @@ class Text:
     text: str
     input_tokens: int = 100
     output_tokens: int = 20
+    gap: float = 0.0
+    stall: tuple[int, float] | None = None
+    cache_read_tokens: int = 0
 
 
 @dataclass
@@ -76,6 +87,8 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)
+    behaviour: Any = None
+    disconnected: bool = False  # the client closed the connection before the stream ended
 
 
 def refused_url() -> str:
@@ -91,6 +104,7 @@ class StandIn:
 
     def __init__(self, models: tuple[str, ...]):
         self.models = list(models)
+        self.answer_model: str | None = None
         self.requests: list[Recorded] = []
         self.script: list[Any] = []
         self.default: Any = None
@@ -154,7 +168,11 @@ class StandIn:
             behaviour = None
             if method == "POST" and path == self.chat_path:
                 behaviour = self.script.pop(0) if self.script else self.default
+        record.behaviour = behaviour
         status, headers, payload = self.respond(record, behaviour, len(raw))
+        if status == 200 and isinstance(record.body, dict) and record.body.get("stream") and method == "POST":
+            self._stream(handler, record, payload)
+            return
         data = json.dumps(payload, ensure_ascii=False).encode()
         try:
             handler.send_response(status)
@@ -167,6 +185,39 @@ class StandIn:
             handler.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
+
+    def _stream(self, handler: BaseHTTPRequestHandler, record: Recorded, payload: Any) -> None:
+        behaviour = record.behaviour
+        while isinstance(behaviour, Slow):
+            behaviour = behaviour.then
+        gap = getattr(behaviour, "gap", 0.0)
+        stall = getattr(behaviour, "stall", None)
+        frames = self.stream_frames(record, payload)
+        handler.close_connection = True
+        try:
+            handler.send_response(200)
+            handler.send_header("content-type", self.stream_type)
+            handler.send_header("connection", "close")
+            handler.end_headers()
+            for index, frame in enumerate(frames):
+                if stall and index == stall[0]:
+                    if self._closing.wait(stall[1]):
+                        return
+                elif index and gap:
+                    self._closing.wait(gap)
+                handler.wfile.write(frame)
+                handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            record.disconnected = True
+
+    stream_type = "text/event-stream"
+
+    @staticmethod
+    def pieces(text: str, size: int = 12) -> list[str]:
+        return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+    def stream_frames(self, record: Recorded, payload: Any) -> list[bytes]:
+        raise NotImplementedError
 
     def respond(self, record: Recorded, behaviour: Any, size: int) -> tuple[int, dict[str, str], Any]:
         if record.method == "GET":
@@ -185,6 +236,8 @@ class StandIn:
         if isinstance(behaviour, Fail):
             headers = {} if behaviour.retry_after is None else {"retry-after": f"{behaviour.retry_after:g}"}
             return behaviour.status, headers, self.error_body(behaviour.status, behaviour.message)
+        if isinstance(behaviour, (Answer, Text)) and self.refuses(record):
+            return self.refuses(record)
         if isinstance(behaviour, Text):
             return 200, {}, self.success(record, behaviour.text, None, behaviour.input_tokens,
                                          behaviour.output_tokens, False)
@@ -203,6 +256,13 @@ class StandIn:
 
     def check(self, record: Recorded) -> tuple[int, dict[str, str], Any] | None:
         return None
+
+    def refuses(self, record: Recorded) -> tuple[int, dict[str, str], Any] | None:
+        """A request the server does not support (e.g. a structured-output mode)."""
+        return None
+
+    def reported_model(self, record: Recorded) -> str:
+        return self.answer_model or record.body["model"]
 
     def model_missing(self, model: str) -> tuple[int, dict[str, str], Any]:
         raise NotImplementedError
@@ -243,18 +303,59 @@ class OllamaStandIn(StandIn):
 
     def success(self, record: Recorded, text: str, payload: Any, tokens_in: int, tokens_out: int,
                 truncated: bool) -> Any:
-        return {"model": record.body["model"], "created_at": "2025-11-14T07:54:00.123456Z",
+        return {"model": self.reported_model(record), "created_at": "2025-11-14T07:54:00.123456Z",
                 "message": {"role": "assistant", "content": text}, "done": True,
                 "done_reason": "length" if truncated else "stop", "total_duration": 2_310_000_000,
                 "load_duration": 21_000_000, "prompt_eval_count": tokens_in, "prompt_eval_duration": 180_000_000,
                 "eval_count": tokens_out, "eval_duration": 2_100_000_000}
 
 
+    stream_type = "application/x-ndjson"
+
+    def stream_frames(self, record: Recorded, payload: Any) -> list[bytes]:
+        frames = [{"model": payload["model"], "created_at": payload["created_at"],
+                   "message": {"role": "assistant", "content": piece}, "done": False}
+                  for piece in self.pieces(payload["message"]["content"])]
+        frames.append({**payload, "message": {"role": "assistant", "content": ""}})
+        return [json.dumps(f, ensure_ascii=False).encode() + b"\n" for f in frames]
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    body = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"{head}data: {body}\n\n".encode()
+
+
 class OpenAIStandIn(StandIn):
     chat_path = "/v1/chat/completions"
 
-    def __init__(self, models: tuple[str, ...] = ("gpt-4o",)):
+    def __init__(self, models: tuple[str, ...] = ("gpt-4o",),
+                 response_formats: tuple[str, ...] = ("text", "json_object", "json_schema")):
         super().__init__(models)
+        self.response_formats = response_formats
+
+    def refuses(self, record: Recorded) -> tuple[int, dict[str, str], Any] | None:
+        kind = (record.body.get("response_format") or {}).get("type", "text")
+        if kind in self.response_formats:
+            return None
+        allowed = " or ".join(f"'{f}'" for f in self.response_formats)
+        # llama-cpp-python's server: pydantic's literal error, surfaced as a 500.
+        return 500, {}, {"error": {"message": f"[{{'type': 'literal_error', 'loc': ('body', 'response_format', "
+                                              f"'type'), 'msg': \"Input should be {allowed}\", 'input': '{kind}'}}]",
+                                   "type": "internal_server_error", "param": None, "code": None}}
+
+    def stream_frames(self, record: Recorded, payload: Any) -> list[bytes]:
+        base = {"id": payload["id"], "object": "chat.completion.chunk", "created": payload["created"],
+                "model": payload["model"], "system_fingerprint": "fp_standin"}
+        choice = payload["choices"][0]
+        frames = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": piece},
+                                        "logprobs": None, "finish_reason": None}]}
+                  for piece in self.pieces(choice["message"]["content"])]
+        frames.append({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                            "finish_reason": choice["finish_reason"]}]})
+        if (record.body.get("stream_options") or {}).get("include_usage"):
+            frames.append({**base, "choices": [], "usage": payload["usage"]})
+        return [_sse(f) for f in frames] + [_sse("[DONE]")]
 
     def check(self, record: Recorded) -> tuple[int, dict[str, str], Any] | None:
         if not record.headers.get("authorization", "").startswith("Bearer "):
@@ -278,7 +379,7 @@ class OpenAIStandIn(StandIn):
     def success(self, record: Recorded, text: str, payload: Any, tokens_in: int, tokens_out: int,
                 truncated: bool) -> Any:
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-                "model": record.body["model"] + "-2024-08-06",
+                "model": self.answer_model or record.body["model"] + "-2024-08-06",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None,
                                                      "annotations": []},
                              "logprobs": None, "finish_reason": "length" if truncated else "stop"}],
@@ -330,7 +431,7 @@ class AnthropicStandIn(StandIn):
     def success(self, record: Recorded, text: str, payload: Any, tokens_in: int, tokens_out: int,
                 truncated: bool) -> Any:
         structured = bool((record.body.get("output_config") or {}).get("format"))
-        if payload is None or structured:
+        if payload is None or structured or not record.body.get("tools"):
             content = [{"type": "text", "text": text}]
             if structured:  # adaptive thinking comes first on current models
                 content.insert(0, {"type": "thinking", "thinking": "Planning the answer.",
@@ -340,11 +441,49 @@ class AnthropicStandIn(StandIn):
             tool = (record.body.get("tool_choice") or {}).get("name") or record.body["tools"][0]["name"]
             content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool, "input": payload}]
             stop = "tool_use"
+        cached = getattr(record.behaviour, "cache_read_tokens", 0) or 0
         return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-                "model": record.body["model"], "content": content,
+                "model": self.reported_model(record), "content": content,
                 "stop_reason": "max_tokens" if truncated else stop, "stop_sequence": None,
-                "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "service_tier": "standard"}}
+                "usage": {"input_tokens": tokens_in - cached, "output_tokens": tokens_out,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached,
+                          "service_tier": "standard"}}
+
+    def stream_frames(self, record: Recorded, payload: Any) -> list[bytes]:
+        usage = payload["usage"]
+        start = {**payload, "content": [], "stop_reason": None,
+                 "usage": {**usage, "output_tokens": 1}}
+        frames = [_sse({"type": "message_start", "message": start}, "message_start")]
+        for index, block in enumerate(payload["content"]):
+            if block["type"] == "text":
+                frames.append(_sse({"type": "content_block_start", "index": index,
+                                    "content_block": {"type": "text", "text": ""}}, "content_block_start"))
+                for piece in self.pieces(block["text"]):
+                    frames.append(_sse({"type": "content_block_delta", "index": index,
+                                        "delta": {"type": "text_delta", "text": piece}}, "content_block_delta"))
+            elif block["type"] == "thinking":
+                frames.append(_sse({"type": "content_block_start", "index": index,
+                                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+                                   "content_block_start"))
+                frames.append(_sse({"type": "content_block_delta", "index": index,
+                                    "delta": {"type": "thinking_delta", "thinking": block["thinking"]}},
+                                   "content_block_delta"))
+                frames.append(_sse({"type": "content_block_delta", "index": index,
+                                    "delta": {"type": "signature_delta", "signature": block["signature"]}},
+                                   "content_block_delta"))
+            else:
+                frames.append(_sse({"type": "content_block_start", "index": index,
+                                    "content_block": {**block, "input": {}}}, "content_block_start"))
+                for piece in self.pieces(json.dumps(block["input"], ensure_ascii=False)):
+                    frames.append(_sse({"type": "content_block_delta", "index": index,
+                                        "delta": {"type": "input_json_delta", "partial_json": piece}},
+                                       "content_block_delta"))
+            frames.append(_sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+        frames.append(_sse({"type": "message_delta", "delta": {"stop_reason": payload["stop_reason"],
+                                                               "stop_sequence": None},
+                            "usage": {"output_tokens": usage["output_tokens"]}}, "message_delta"))
+        frames.append(_sse({"type": "message_stop"}, "message_stop"))
+        return frames
 
 
 def start_all() -> tuple[OllamaStandIn, OpenAIStandIn, AnthropicStandIn]:

@@ -73,5 +73,7 @@ def user_prompt(role: str, brief: Brief, brand: BrandKit, *, strategy: dict | No
     )
 
 
-def repair_prompt(errors: str) -> str:
-    return fill(prompt_file("repair.md"), errors=errors)
+def repair_prompt(errors: str, fixed: list[str] | None = None) -> str:
+    """Name only the fields code could not fix; say what code already fixed so it stays."""
+    done = ("\n\nAlready fixed by Sparklio (keep as is): " + "; ".join(fixed)) if fixed else ""
+    return fill(prompt_file("repair.md"), errors=errors, fixed=done)

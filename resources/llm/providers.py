@@ -1,37 +1,45 @@
-"""One class per LLM API, each speaking it through the vendor's own SDK and its own structured-output
-mechanism:
+"""One class per LLM API, each speaking it through the vendor's own SDK, always streaming:
 
-- Ollama (`ollama` package): `/api/chat` with `format=<JSON schema>` (grammar-constrained decoding).
-- OpenAI (`openai` package): chat completions with `response_format` json_schema, strict. With a
-  custom `base_url` it also talks to Ollama's (or vLLM's) OpenAI-compatible `/v1` endpoint.
-- Anthropic (`anthropic` package): structured outputs (`output_config.format` = json_schema), the
-  answer arriving as a text block. Current Sonnets (5.x) think by default and answer a forced
-  `tool_choice` with a 400, so forced tool use (the schema as the tool's `input_schema`, the answer
-  as the tool call's `input`) is the `anthropic_output="tool"` mode for older models and gateways.
-  (This SDK's Messages API has no `temperature`.)
+- Ollama (`ollama` package): `/api/chat` with `format=<JSON schema>` (grammar-constrained decoding,
+  so the schema goes with its limits: maxLength, item counts).
+- OpenAI and any OpenAI-compatible server (`openai` package): chat completions. Structured output
+  is a per-provider capability tried in order on the SAME server: `json_schema` (strict), then
+  `json_object` with the schema in the system prompt, then the schema in the prompt alone; a mode
+  the server refuses (llama-cpp-python's HTTP 500 "Input should be 'text' or 'json_object'", LM
+  Studio's 400) moves to the next mode, and the provider keeps the mode that worked for the rest
+  of the plan. Servers other than api.openai.com (llama.cpp, vLLM, LM Studio, Ollama's /v1) get the
+  schema with its limits, which their grammars enforce.
+- Anthropic (`anthropic` package): structured outputs (`output_config.format`), then forced tool use,
+  then the schema in the prompt, in the same way (Claude 5.x answers a forced tool_choice with 400).
 
-A provider starts an `Exchange` per role: `send()` returns a `Reply` (the parsed JSON, or why it
-did not parse, plus token usage); `add_repair()` appends the model's bad answer and the validation
-errors in the shape that API expects, for the one repair round. Failures that are not about the
-answer (offline, timeout, 429, 5xx, missing model, bad key) raise `ProviderError` with a `kind`.
+Timeouts follow progress, not the whole answer: `timeout_s` is the longest silence (no byte of the
+answer, the wait for the first token included), and a per-plan `deadline` bounds the total. A
+stream given up on is closed, which makes llama.cpp, Ollama and vLLM stop generating (an abandoned
+non-streaming request kept a single-slot server busy for minutes). A timed-out call's tokens are
+estimated (prompt bytes / 4 in, one token per streamed chunk out) and flagged as estimates.
+
+A provider starts an `Exchange` per role: `send()` returns a `Reply` (the answer's text, the
+answering model as the server names it, token usage with cache reads, tokens/s); `add_repair()`
+appends the model's answer and the feedback in the shape that API expects. Failures that are not
+about the answer raise `ProviderError` with a `kind` taken from what the server said: a 404 that
+names the model is `model_missing`, any other 404 is `not_found` (a wrong base URL or path).
 
 Retries: the SDKs' own (`max_retries`, small) handle 429 / 5xx and honour `retry-after`; a
 transport guard stops them from retrying when the server asks for a longer wait than
-`max_retry_wait_s` (we fall through to the next provider instead), and turns "cannot connect" and
-"no answer within timeout_s" into immediate failures instead of retries after backoff, so a
-machine that is offline falls through to the next provider in milliseconds and a stuck one after
-one timeout. The Ollama client has no retries; 429/503 (busy) and 5xx get the same small,
-retry-after-honouring loop here.
+`max_retry_wait_s`, and turns "cannot connect" and a silence past `timeout_s` into immediate
+failures, so an offline machine falls through to the next provider in milliseconds. The Ollama
+client has no retries; 429/503 (busy) and 5xx get the same small, retry-after-honouring loop here.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import anthropic
 import httpx
@@ -42,27 +50,36 @@ import openai
 
 @dataclass(frozen=True)
 class Settings:
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # the longest silence: no part of the answer for this long (first token included)
     connect_timeout_s: float = 1.0
     max_retries: int = 1
     max_retry_wait_s: float = 20.0
-    max_output_tokens: int = 8192
+    max_output_tokens: int = 4096  # the cap for any answer; each role asks for at most its own cap
     temperature: float | None = None  # None: the model's default (reasoning models reject others)
-    ollama_num_ctx: int = 8192
-    anthropic_output: str = "json_schema"  # or "tool" (forced tool use, for models before structured outputs)
+    num_ctx: int = 8192  # Ollama's context window; OpenAI-compatible servers set theirs at launch
+    anthropic_output: str = "json_schema"  # or "tool" / "prompt": the first structured-output mode tried
     anthropic_effort: str = ""  # output_config.effort (low | medium | high ...); empty: the model's default
+    structured_output: str = "auto"  # OpenAI-compatible: auto (json_schema → json_object → prompt) or one mode
+    schema_limits: str = "auto"  # auto: limits where the server's grammar enforces them; on | off
 
 
 class ProviderError(Exception):
     """The provider did not answer usefully. kind: offline | timeout | rate_limited | server_error |
-    model_missing | auth | bad_request | refused | error."""
+    model_missing | not_found | auth | bad_request | refused | error."""
 
-    def __init__(self, kind: str, message: str, input_tokens: int = 0, output_tokens: int = 0):
+    def __init__(self, kind: str, message: str, input_tokens: int = 0, output_tokens: int = 0, *,
+                 status: int | None = None, estimated: bool = False, provider_level: bool | None = None):
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+        self.status = status
+        self.estimated = estimated  # the token counts are estimates (the call did not finish)
+        # Whether the failure says something about the provider (down, wrong key, wrong model) rather
+        # than about this one request: only those keep it from being asked again in the same plan.
+        self.provider_level = (kind in ("offline", "auth", "model_missing", "not_found", "rate_limited")
+                               if provider_level is None else provider_level)
 
 
 class Unreachable(openai.OpenAIError, anthropic.AnthropicError):
@@ -74,6 +91,10 @@ class TimedOut(Unreachable):
     """The transport guard's read/write timeout: surfaces at once, like Unreachable."""
 
 
+class OverBudget(Exception):
+    """The plan's overall time budget ran out while an answer was streaming."""
+
+
 @dataclass
 class Reply:
     data: Any | None  # the parsed JSON answer, None when it did not parse
@@ -82,6 +103,12 @@ class Reply:
     input_tokens: int = 0
     output_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific bits for the repair round
+    model: str = ""  # the model the server says answered
+    cache_read_tokens: int = 0  # input tokens served from the prompt cache (counted in input_tokens)
+    tokens_per_s: float | None = None  # output tokens over the time from the first to the last token
+    mode: str = ""  # the structured-output mode that produced it
+    repairs: list[str] = field(default_factory=list)  # what lenient parsing fixed
+    notes: list[str] = field(default_factory=list)  # e.g. a structured-output mode the server refused
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -121,9 +148,8 @@ class _Guard(httpx2.BaseTransport):
             where = f"{request.url.scheme}://{request.url.host}:{request.url.port or ''}".rstrip(":")
             raise Unreachable(f"cannot connect to {where} ({type(error).__name__}: {error})") from None
         except httpx2.TimeoutException:
-            # A generation that outlived timeout_s is not retried (that would double the wait);
-            # the next provider gets the job.
-            raise TimedOut(f"no answer within {self._timeout_s:g} s") from None
+            # A silent server is not retried (that would double the wait); the next provider gets the job.
+            raise TimedOut(f"no answer for {self._timeout_s:g} s") from None
         wait = retry_after_seconds(response.headers)
         if wait is not None and wait > self._max_wait_s:
             response.headers["x-should-retry"] = "false"
@@ -139,47 +165,150 @@ def _http_client(settings: Settings) -> httpx2.Client:
                          follow_redirects=True)
 
 
-def parse_json(text: str) -> tuple[Any | None, str | None]:
-    try:
-        return json.loads(text), None
-    except (json.JSONDecodeError, TypeError) as error:
-        snippet = (text or "")[:80].replace("\n", " ")
-        return None, f"the answer is not valid JSON ({error}); it began: {snippet!r}"
-
-
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def estimate_tokens(messages: Any) -> int:
+    """About a token per 4 bytes of UTF-8: for calls that ended before the server counted."""
+    return max(1, len(json.dumps(messages, ensure_ascii=False).encode()) // 4)
+
+
+class _Progress:
+    """What a streaming answer has delivered so far, and whether the plan's budget allows more."""
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+        self.started = time.monotonic()
+        self.first: float | None = None
+        self.last: float | None = None
+        self.chunks = 0
+        self.parts: list[str] = []
+
+    def tick(self, text: str = "", token: bool = False) -> None:
+        """Called for every streamed event; `text` (or token=True) counts as a token of output."""
+        now = time.monotonic()
+        if text:
+            self.parts.append(text)
+        if text or token:
+            self.chunks += 1
+            self.first = self.first or now
+            self.last = now
+        if self.deadline is not None and now > self.deadline:
+            raise OverBudget()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def rate(self, output_tokens: int) -> float | None:
+        if self.first is None or self.last is None or output_tokens <= 1:
+            return None
+        span = self.last - self.first
+        return round((output_tokens - 1) / span, 2) if span > 0 else None
+
+
+SCHEMA_PROMPT = ("\n\n## Answer format\nAnswer with exactly one JSON object and nothing else (no prose, no code "
+                 "fence). It must follow this JSON schema, limits included:\n")
+
+# Server messages that say a structured-output mode (not the request as such) is the problem.
+_MODE_REFUSED = re.compile(r"response_format|json_schema|json_object|output_config|tool_choice|\btools?\b|schema|"
+                           r"grammar|input should be|not supported|unsupported|format", re.IGNORECASE)
+
+
 class Exchange(ABC):
     """One role's conversation with one provider."""
 
-    def __init__(self, provider: Provider, system: str, user: str, tool_name: str, schema: dict[str, Any]):
+    def __init__(self, provider: Provider, system: str, user: str, tool_name: str, schema: dict[str, Any],
+                 limited_schema: dict[str, Any] | None = None):
         self.provider = provider
         self.system = system
         self.tool_name = tool_name
-        self.schema = schema
+        self.strict_schema = schema
+        self.limited_schema = limited_schema or schema
         self.messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
 
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The schema this provider is sent: with limits where its grammar enforces them."""
+        return self.limited_schema if self.provider.enforces_limits else self.strict_schema
+
+    def system_for(self, mode: str) -> str:
+        if mode in ("json_object", "prompt", "json"):
+            return self.system + SCHEMA_PROMPT + json.dumps(self.limited_schema, ensure_ascii=False)
+        return self.system
+
+    def send(self, max_tokens: int | None = None, deadline: float | None = None) -> Reply:
+        """The answer, moving down the provider's structured-output modes on this same server
+        when one is refused."""
+        provider = self.provider
+        notes: list[str] = []
+        while True:
+            mode = provider.modes[provider.mode_index]
+            try:
+                reply = self._send(mode, max_tokens or provider.settings.max_output_tokens, deadline)
+            except ProviderError as error:
+                if provider.mode_index + 1 < len(provider.modes) and self._mode_refused(error):
+                    following = provider.modes[provider.mode_index + 1]
+                    notes.append(f"{mode} refused ({_short(error.message, 160)}); {following} used")
+                    provider.mode_index += 1
+                    continue
+                raise
+            reply.mode, reply.notes = mode, notes + reply.notes
+            return reply
+
+    def _mode_refused(self, error: ProviderError) -> bool:
+        if error.kind not in ("bad_request", "server_error", "error"):
+            return False
+        return bool(_MODE_REFUSED.search(error.message)) or (not self.provider.official and error.status in
+                                                            (400, 415, 422))
+
     @abstractmethod
-    def send(self) -> Reply: ...
+    def _send(self, mode: str, max_tokens: int, deadline: float | None) -> Reply: ...
 
     def add_repair(self, reply: Reply, feedback: str) -> None:
         self.messages += [{"role": "assistant", "content": reply.raw or "(empty)"},
                           {"role": "user", "content": feedback}]
 
+    def _reply(self, text: str, cut_off: bool, max_tokens: int, **values: Any) -> Reply:
+        from .salvage import parse_lenient
+
+        if cut_off:
+            return Reply(None, text, f"the answer was cut off at {max_tokens} tokens; write less", **values)
+        data, problem, repairs = parse_lenient(text)
+        return Reply(data, text, problem, repairs=repairs, **values)
+
+    def _timed_out(self, progress: _Progress, why: str) -> ProviderError:
+        return ProviderError("timeout", why, estimate_tokens([self.system, self.messages]), progress.chunks,
+                             estimated=True, provider_level=False)
+
 
 class Provider(ABC):
     name: str
+    official = True  # the vendor's own API (its schema subset, no grammar limits)
+    local = False  # runs on the user's machine: costs nothing
+    default_modes: tuple[str, ...] = ("json_schema",)
 
     def __init__(self, model: str, settings: Settings):
         self.model = model
         self.settings = settings
+        self.modes = self.pick_modes()
+        self.mode_index = 0
+
+    def pick_modes(self) -> tuple[str, ...]:
+        return self.default_modes
 
     @property
     def label(self) -> str:
         return f"{self.name}:{self.model}"
+
+    @property
+    def enforces_limits(self) -> bool:
+        """Send the schema with maxLength / item counts: to servers whose grammar enforces them."""
+        if self.settings.schema_limits in ("on", "off"):
+            return self.settings.schema_limits == "on"
+        return not self.official
 
     @property
     def unavailable(self) -> str | None:
@@ -187,7 +316,8 @@ class Provider(ABC):
         return None
 
     @abstractmethod
-    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any]) -> Exchange: ...
+    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any],
+                 limited_schema: dict[str, Any] | None = None) -> Exchange: ...
 
     def close(self) -> None:
         pass
@@ -197,6 +327,9 @@ class Provider(ABC):
 
 class OllamaProvider(Provider):
     name = "ollama"
+    official = False  # llama.cpp's grammar under `format` enforces the schema's limits
+    local = True
+    default_modes = ("schema", "json", "prompt")
 
     def __init__(self, host: str, model: str, settings: Settings):
         super().__init__(model, settings)
@@ -219,18 +352,28 @@ class OllamaProvider(Provider):
     def _remember_retry_after(self, response: httpx.Response) -> None:
         self._last_retry_after = retry_after_seconds(response.headers)
 
-    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any]) -> Exchange:
-        return _OllamaExchange(self, system, user, tool_name, schema)
+    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any],
+                 limited_schema: dict[str, Any] | None = None) -> Exchange:
+        return _OllamaExchange(self, system, user, tool_name, schema, limited_schema)
 
-    def chat(self, messages: list[dict[str, Any]], schema: dict[str, Any]) -> ollama.ChatResponse:
+    def chat(self, messages: list[dict[str, Any]], fmt: Any, max_tokens: int, on_part: Callable[[Any], None]) -> None:
+        """Stream one answer into on_part, with the busy / server-error retry loop."""
         s = self.settings
         for attempt in range(s.max_retries + 1):
             self._last_retry_after = None
             try:
-                return self.client.chat(
-                    model=self.model, messages=messages, format=schema, stream=False,
-                    options={"num_predict": s.max_output_tokens, "num_ctx": s.ollama_num_ctx,
+                stream = self.client.chat(
+                    model=self.model, messages=messages, stream=True, **({"format": fmt} if fmt else {}),
+                    options={"num_predict": max_tokens, "num_ctx": s.num_ctx,
                              **({"temperature": s.temperature} if s.temperature is not None else {})})
+                try:
+                    for part in stream:
+                        on_part(part)
+                finally:
+                    close = getattr(stream, "close", None)
+                    if close:
+                        close()  # closing the connection stops the generation on the server
+                return
             except ollama.ResponseError as error:
                 # Like the cloud SDKs: busy (429/503) and server errors (a crashed runner reloads) get
                 # max_retries more tries, after retry-after or an exponential backoff.
@@ -240,31 +383,33 @@ class OllamaProvider(Provider):
                     time.sleep(wait)
                     continue
                 raise self._error(error) from None
-            except ConnectionError:
+            except (ConnectionError, httpx.ConnectError):
                 raise ProviderError("offline", f"cannot connect to Ollama at {self.host}") from None
             except httpx.ConnectTimeout:
                 raise ProviderError("offline", f"connecting to Ollama at {self.host} timed out "
                                                f"after {s.connect_timeout_s:g} s") from None
-            except httpx.TimeoutException:
-                raise ProviderError("timeout", f"no answer within {s.timeout_s:g} s") from None
             except (httpx.HTTPError, ValueError) as error:
+                if isinstance(error, httpx.TimeoutException):
+                    raise
                 raise ProviderError("error", _short(f"{type(error).__name__}: {error}")) from None
         raise AssertionError("unreachable")
 
     def _error(self, error: ollama.ResponseError) -> ProviderError:
         code, message = error.status_code, _short(error.error)
         if code == 404:
-            return ProviderError("model_missing", f"{message}{self._available_models_hint()}")
+            if "model" in message.lower() and ("not found" in message.lower() or "pull" in message.lower()):
+                return ProviderError("model_missing", f"{message}{self._available_models_hint()}", status=code)
+            return ProviderError("not_found", f"HTTP 404 {message}; is {self.host} an Ollama server?", status=code)
         if code in (429, 503):
             wait = f", retry-after {self._last_retry_after:g} s" if self._last_retry_after is not None else ""
-            return ProviderError("rate_limited", f"HTTP {code} {message}{wait}")
+            return ProviderError("rate_limited", f"HTTP {code} {message}{wait}", status=code)
         if code >= 500:
-            return ProviderError("server_error", f"HTTP {code} {message}")
+            return ProviderError("server_error", f"HTTP {code} {message}", status=code)
         if code in (401, 403):
-            return ProviderError("auth", f"HTTP {code} {message}")
+            return ProviderError("auth", f"HTTP {code} {message}", status=code)
         if code == 400:
-            return ProviderError("bad_request", f"HTTP {code} {message}")
-        return ProviderError("error", f"HTTP {code} {message}")
+            return ProviderError("bad_request", f"HTTP {code} {message}", status=code)
+        return ProviderError("error", f"HTTP {code} {message}", status=code)
 
     def _available_models_hint(self) -> str:
         try:
@@ -281,25 +426,35 @@ class OllamaProvider(Provider):
 class _OllamaExchange(Exchange):
     provider: OllamaProvider
 
-    def __init__(self, provider: OllamaProvider, system: str, user: str, tool_name: str, schema: dict[str, Any]):
-        super().__init__(provider, system, user, tool_name, schema)
-        self.messages.insert(0, {"role": "system", "content": system})
+    def _send(self, mode: str, max_tokens: int, deadline: float | None) -> Reply:
+        p = self.provider
+        fmt = {"schema": self.schema, "json": "json"}.get(mode)
+        progress = _Progress(deadline)
+        final: dict[str, Any] = {}
 
-    def send(self) -> Reply:
-        response = self.provider.chat(self.messages, self.schema)
-        text = response.message.content or ""
-        usage = {"input_tokens": response.prompt_eval_count or 0, "output_tokens": response.eval_count or 0}
-        if response.done_reason == "length":
-            return Reply(None, text, f"the answer was cut off at {self.provider.settings.max_output_tokens} tokens; "
-                                     "write less", **usage)
-        data, problem = parse_json(text)
-        return Reply(data, text, problem, **usage)
+        def on_part(part: Any) -> None:
+            progress.tick(part.message.content or "" if part.message else "")
+            if part.done:
+                final.update(model=part.model or "", input_tokens=part.prompt_eval_count or 0,
+                             output_tokens=part.eval_count or 0, done_reason=part.done_reason)
+
+        messages = [{"role": "system", "content": self.system_for(mode)}, *self.messages]
+        try:
+            p.chat(messages, fmt, max_tokens, on_part)
+        except OverBudget:
+            raise self._timed_out(progress, "the plan's time budget ran out while the answer streamed") from None
+        except httpx.TimeoutException:
+            raise self._timed_out(progress, f"no part of the answer for {p.settings.timeout_s:g} s") from None
+        output = final.get("output_tokens") or progress.chunks
+        return self._reply(progress.text, final.get("done_reason") == "length", max_tokens,
+                           input_tokens=final.get("input_tokens", 0), output_tokens=output,
+                           model=final.get("model") or p.model, tokens_per_s=progress.rate(output))
 
 
 # ---------------------------------------------------------------- OpenAI
 
 def _status_error(error: Any, vendor: str) -> ProviderError:
-    """Map an OpenAI / Anthropic APIStatusError to a ProviderError."""
+    """Map an OpenAI / Anthropic APIStatusError to a ProviderError, by what the server said."""
     code = error.status_code
     body = getattr(error, "body", None)
     detail = error.message
@@ -307,29 +462,45 @@ def _status_error(error: Any, vendor: str) -> ProviderError:
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
             detail = inner["message"]
+        elif isinstance(inner, str):
+            detail = inner
     detail = _short(f"HTTP {code} {detail}")
     if code == 429:
         wait = retry_after_seconds(error.response.headers)
-        return ProviderError("rate_limited", detail + (f" (retry-after {wait:g} s)" if wait is not None else ""))
+        return ProviderError("rate_limited", detail + (f" (retry-after {wait:g} s)" if wait is not None else ""),
+                             status=code)
     if code == 404:
-        return ProviderError("model_missing", detail)
+        text = detail.lower()
+        if "model" in text or "not_found_error" in str(body):
+            return ProviderError("model_missing", detail, status=code)
+        url = getattr(getattr(error, "request", None), "url", "")
+        return ProviderError("not_found", f"{detail}; check the base URL ({url} has no such endpoint; "
+                                          "OpenAI-compatible servers usually serve /v1)", status=code)
     if code in (401, 403):
-        return ProviderError("auth", f"HTTP {code}: the {vendor} API key was refused")
-    if code in (400, 413, 422):
-        return ProviderError("bad_request", detail)
+        return ProviderError("auth", f"HTTP {code}: the {vendor} API key was refused", status=code)
+    if code in (400, 413, 415, 422):
+        return ProviderError("bad_request", detail, status=code)
     if code >= 500:
-        return ProviderError("server_error", detail)
-    return ProviderError("error", detail)
+        return ProviderError("server_error", detail, status=code)
+    return ProviderError("error", detail, status=code)
 
 
 class OpenAIProvider(Provider):
     name = "openai"
 
-    def __init__(self, api_key: str, base_url: str, model: str, settings: Settings):
-        super().__init__(model, settings)
+    def __init__(self, api_key: str, base_url: str, model: str, settings: Settings, *, name: str = "openai",
+                 local: bool = False):
+        self.name = name
+        self.local = local
         self.api_key = api_key
         self.base_url = base_url
+        super().__init__(model, settings)
         self._client: openai.OpenAI | None = None
+
+    def pick_modes(self) -> tuple[str, ...]:
+        chosen = self.settings.structured_output
+        order = ("json_schema", "json_object", "prompt")
+        return order[order.index(chosen):] if chosen in order else order
 
     @property
     def unavailable(self) -> str | None:
@@ -338,7 +509,7 @@ class OpenAIProvider(Provider):
         return None
 
     @property
-    def official(self) -> bool:
+    def official(self) -> bool:  # type: ignore[override]
         return not self.base_url or "api.openai.com" in self.base_url
 
     @property
@@ -346,63 +517,99 @@ class OpenAIProvider(Provider):
         if self._client is None:
             s = self.settings
             kwargs: dict[str, Any] = {"base_url": self.base_url} if self.base_url else {}
-            # Local OpenAI-compatible servers (Ollama /v1, vLLM) ignore the key but the SDK needs one.
+            # Local OpenAI-compatible servers (Ollama /v1, vLLM, llama.cpp) ignore the key but the SDK needs one.
             self._client = openai.OpenAI(
                 api_key=self.api_key or "unused", max_retries=s.max_retries,
                 timeout=openai.Timeout(s.timeout_s, connect=s.connect_timeout_s),
                 http_client=_http_client(s), **kwargs)
         return self._client
 
-    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any]) -> Exchange:
-        return _OpenAIExchange(self, system, user, tool_name, schema)
+    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any],
+                 limited_schema: dict[str, Any] | None = None) -> Exchange:
+        return _OpenAIExchange(self, system, user, tool_name, schema, limited_schema)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
 
+def _sdk_errors(error: Exception, vendor: str, s: Settings) -> ProviderError:
+    """The SDK-level failures both cloud SDKs share, as ProviderErrors."""
+    sdk = openai if vendor == "OpenAI" else anthropic
+    if isinstance(error, TimedOut):
+        return ProviderError("timeout", str(error), provider_level=False)
+    if isinstance(error, Unreachable):
+        return ProviderError("offline", str(error))
+    if isinstance(error, sdk.APITimeoutError):
+        return ProviderError("timeout", f"no answer for {s.timeout_s:g} s", provider_level=False)
+    if isinstance(error, sdk.APIConnectionError):
+        return ProviderError("offline", _short(f"{error} ({error.__cause__ or ''})"))
+    if isinstance(error, sdk.APIStatusError):
+        return _status_error(error, vendor)
+    return ProviderError("error", _short(f"{type(error).__name__}: {error}"))
+
+
 class _OpenAIExchange(Exchange):
     provider: OpenAIProvider
 
-    def __init__(self, provider: OpenAIProvider, system: str, user: str, tool_name: str, schema: dict[str, Any]):
-        super().__init__(provider, system, user, tool_name, schema)
-        self.messages.insert(0, {"role": "system", "content": system})
-
-    def send(self) -> Reply:
+    def _send(self, mode: str, max_tokens: int, deadline: float | None) -> Reply:
         p, s = self.provider, self.provider.settings
-        # api.openai.com wants max_completion_tokens; OpenAI-compatible servers (Ollama) read max_tokens.
-        limit = {"max_completion_tokens" if p.official else "max_tokens": s.max_output_tokens}
+        # api.openai.com wants max_completion_tokens; OpenAI-compatible servers read max_tokens.
+        kwargs: dict[str, Any] = {"max_completion_tokens" if p.official else "max_tokens": max_tokens}
+        if s.temperature is not None:
+            kwargs["temperature"] = s.temperature
+        if mode == "json_schema":
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": self.tool_name, "strict": True, "schema": self.schema}}
+        elif mode == "json_object":
+            kwargs["response_format"] = {"type": "json_object"}
+        messages = [{"role": "system", "content": self.system_for(mode)}, *self.messages]
+        progress = _Progress(deadline)
+        usage: Any = None
+        model, finish, refusal = "", None, ""
+        stream = None
         try:
-            response = p.client.chat.completions.create(
-                model=p.model, messages=self.messages,
-                **({"temperature": s.temperature} if s.temperature is not None else {}),
-                response_format={"type": "json_schema",
-                                 "json_schema": {"name": self.tool_name, "strict": True, "schema": self.schema}},
-                **limit)
-        except TimedOut as error:
-            raise ProviderError("timeout", str(error)) from None
-        except Unreachable as error:
-            raise ProviderError("offline", str(error)) from None
-        except openai.APITimeoutError:
-            raise ProviderError("timeout", f"no answer within {s.timeout_s:g} s") from None
-        except openai.APIConnectionError as error:
-            raise ProviderError("offline", _short(f"{error} ({error.__cause__ or ''})")) from None
-        except openai.APIStatusError as error:
-            raise _status_error(error, "OpenAI") from None
-        except openai.OpenAIError as error:
-            raise ProviderError("error", _short(f"{type(error).__name__}: {error}")) from None
-        usage = {"input_tokens": getattr(response.usage, "prompt_tokens", 0) or 0,
-                 "output_tokens": getattr(response.usage, "completion_tokens", 0) or 0}
-        if not response.choices:
-            raise ProviderError("error", "the response has no choices", **usage)
-        choice = response.choices[0]
-        if choice.message.refusal:
-            raise ProviderError("refused", _short(choice.message.refusal), **usage)
-        text = choice.message.content or ""
-        if choice.finish_reason == "length":
-            return Reply(None, text, f"the answer was cut off at {s.max_output_tokens} tokens; write less", **usage)
-        data, problem = parse_json(text)
-        return Reply(data, text, problem, **usage)
+            stream = p.client.chat.completions.create(model=p.model, messages=messages, stream=True,
+                                                      stream_options={"include_usage": True}, **kwargs)
+            for chunk in stream:
+                model = chunk.model or model
+                usage = chunk.usage or usage
+                text = ""
+                for choice in chunk.choices or []:
+                    delta = choice.delta
+                    if delta is not None:
+                        text += delta.content or ""
+                        refusal += getattr(delta, "refusal", None) or ""
+                    finish = choice.finish_reason or finish
+                progress.tick(text)
+        except OverBudget:
+            raise self._timed_out(progress, "the plan's time budget ran out while the answer streamed") from None
+        except (httpx2.TimeoutException, TimedOut, openai.APITimeoutError):
+            raise self._timed_out(progress, f"no part of the answer for {s.timeout_s:g} s") from None
+        except (openai.OpenAIError, httpx2.HTTPError) as error:
+            if isinstance(error, httpx2.HTTPError):
+                raise ProviderError("error", _short(f"{type(error).__name__}: {error}")) from None
+            raise _sdk_errors(error, "OpenAI", s) from None
+        finally:
+            if stream is not None:
+                stream.close()  # an abandoned stream stops the generation on the server
+        tokens_in = getattr(usage, "prompt_tokens", 0) or 0
+        tokens_out = getattr(usage, "completion_tokens", 0) or 0
+        estimated = usage is None
+        if estimated:  # servers that ignore stream_options send no usage
+            tokens_in, tokens_out = estimate_tokens(messages), progress.chunks
+        details = getattr(usage, "prompt_tokens_details", None)
+        values = dict(input_tokens=tokens_in, output_tokens=tokens_out, model=model or p.model,
+                      cache_read_tokens=getattr(details, "cached_tokens", 0) or 0,
+                      tokens_per_s=progress.rate(tokens_out))
+        if refusal:
+            raise ProviderError("refused", _short(refusal), tokens_in, tokens_out, provider_level=False)
+        if progress.chunks == 0 and finish is None:
+            raise ProviderError("error", "the response has no choices", tokens_in, tokens_out)
+        reply = self._reply(progress.text, finish == "length", max_tokens, **values)
+        if estimated:
+            reply.notes.append("the server sent no token usage; tokens estimated")
+        return reply
 
 
 # ---------------------------------------------------------------- Anthropic
@@ -411,10 +618,24 @@ class AnthropicProvider(Provider):
     name = "anthropic"
 
     def __init__(self, api_key: str, base_url: str, model: str, settings: Settings):
-        super().__init__(model, settings)
         self.api_key = api_key
         self.base_url = base_url
+        super().__init__(model, settings)
         self._client: anthropic.Anthropic | None = None
+
+    def pick_modes(self) -> tuple[str, ...]:
+        order = ("json_schema", "tool", "prompt")
+        chosen = self.settings.anthropic_output
+        return order[order.index(chosen):] if chosen in order else order
+
+    @property
+    def official(self) -> bool:  # type: ignore[override]
+        return not self.base_url or "api.anthropic.com" in self.base_url
+
+    @property
+    def enforces_limits(self) -> bool:
+        # Anthropic's structured outputs reject length limits; gateways in front of it may pass them on.
+        return self.settings.schema_limits == "on"
 
     @property
     def unavailable(self) -> str | None:
@@ -431,8 +652,9 @@ class AnthropicProvider(Provider):
                 http_client=_http_client(s), **kwargs)
         return self._client
 
-    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any]) -> Exchange:
-        return _AnthropicExchange(self, system, user, tool_name, schema)
+    def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any],
+                 limited_schema: dict[str, Any] | None = None) -> Exchange:
+        return _AnthropicExchange(self, system, user, tool_name, schema, limited_schema)
 
     def close(self) -> None:
         if self._client is not None:
@@ -442,52 +664,94 @@ class AnthropicProvider(Provider):
 class _AnthropicExchange(Exchange):
     provider: AnthropicProvider
 
-    def send(self) -> Reply:
+    def _send(self, mode: str, max_tokens: int, deadline: float | None) -> Reply:
         p, s = self.provider, self.provider.settings
-        if s.anthropic_output == "tool":
+        kwargs: dict[str, Any] = {}
+        if mode == "tool":
             # Older models: the schema as a tool's input_schema, that tool forced.
-            mode: dict[str, Any] = {
-                "tools": [{"name": self.tool_name, "input_schema": self.schema,
-                           "description": "Record the answer. Call this exactly once with the complete answer."}],
-                "tool_choice": {"type": "tool", "name": self.tool_name, "disable_parallel_tool_use": True}}
-        else:
-            # Structured outputs: the answer is a text block that follows the schema.
-            mode = {"output_config": {"format": {"type": "json_schema", "schema": self.schema},
-                                      **({"effort": s.anthropic_effort} if s.anthropic_effort else {})}}
+            kwargs = {"tools": [{"name": self.tool_name, "input_schema": self.schema,
+                                 "description": "Record the answer. Call this exactly once with the complete answer."}],
+                      "tool_choice": {"type": "tool", "name": self.tool_name, "disable_parallel_tool_use": True}}
+        elif mode == "json_schema":
+            kwargs = {"output_config": {"format": {"type": "json_schema", "schema": self.schema},
+                                        **({"effort": s.anthropic_effort} if s.anthropic_effort else {})}}
+        if s.temperature is not None:  # this SDK's create() has no temperature parameter; the API reads it
+            kwargs["extra_body"] = {"temperature": s.temperature}
+        progress = _Progress(deadline)
+        state: dict[str, Any] = {"model": "", "input": 0, "cache_read": 0, "cache_write": 0, "output": 0,
+                                 "stop": None, "tool": None, "tool_json": [], "usage_seen": False}
+        stream = None
         try:
-            response = p.client.messages.create(model=p.model, max_tokens=s.max_output_tokens, system=self.system,
-                                                messages=self.messages, **mode)
-        except TimedOut as error:
-            raise ProviderError("timeout", str(error)) from None
-        except Unreachable as error:
-            raise ProviderError("offline", str(error)) from None
-        except anthropic.APITimeoutError:
-            raise ProviderError("timeout", f"no answer within {s.timeout_s:g} s") from None
-        except anthropic.APIConnectionError as error:
-            raise ProviderError("offline", _short(f"{error} ({error.__cause__ or ''})")) from None
-        except anthropic.APIStatusError as error:
-            raise _status_error(error, "Anthropic") from None
-        except anthropic.AnthropicError as error:
-            raise ProviderError("error", _short(f"{type(error).__name__}: {error}")) from None
-        usage = {"input_tokens": response.usage.input_tokens or 0, "output_tokens": response.usage.output_tokens or 0}
-        cut_off = f"the answer was cut off at {s.max_output_tokens} tokens; write less"
-        if response.stop_reason == "refusal":
-            raise ProviderError("refused", "the model declined to answer", **usage)
-        if s.anthropic_output != "tool":
-            text = "".join(b.text for b in response.content if b.type == "text").strip()
-            if response.stop_reason == "max_tokens":
-                return Reply(None, text, cut_off, **usage)
-            data, problem = parse_json(text)
-            return Reply(data, text, problem, **usage)
-        call = next((b for b in response.content if b.type == "tool_use" and b.name == self.tool_name), None)
-        if call is None:
-            text = " ".join(getattr(b, "text", "") for b in response.content).strip()
-            return Reply(None, text, f"no {self.tool_name} tool call in the answer", **usage)
-        raw = json.dumps(call.input, ensure_ascii=False)
-        extra = {"tool_use": {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}}
-        if response.stop_reason == "max_tokens":
-            return Reply(None, raw, cut_off, extra=extra, **usage)
-        return Reply(call.input, raw, None, extra=extra, **usage)
+            stream = p.client.messages.create(model=p.model, max_tokens=max_tokens, system=self.system_for(mode),
+                                              messages=self.messages, stream=True, **kwargs)
+            for event in stream:
+                self._event(event, state, progress)
+        except OverBudget:
+            raise self._timed_out(progress, "the plan's time budget ran out while the answer streamed") from None
+        except (httpx2.TimeoutException, TimedOut, anthropic.APITimeoutError):
+            raise self._timed_out(progress, f"no part of the answer for {s.timeout_s:g} s") from None
+        except (anthropic.AnthropicError, httpx2.HTTPError) as error:
+            if isinstance(error, httpx2.HTTPError):
+                raise ProviderError("error", _short(f"{type(error).__name__}: {error}")) from None
+            raise _sdk_errors(error, "Anthropic", s) from None
+        finally:
+            if stream is not None:
+                stream.close()
+        # Cache reads and writes are input too: input_tokens alone is only the uncached rest.
+        tokens_in = state["input"] + state["cache_read"] + state["cache_write"]
+        values = dict(input_tokens=tokens_in, output_tokens=state["output"], model=state["model"] or p.model,
+                      cache_read_tokens=state["cache_read"], tokens_per_s=progress.rate(state["output"]))
+        if state["stop"] == "refusal":
+            raise ProviderError("refused", "the model declined to answer", tokens_in, state["output"],
+                                provider_level=False)
+        cut_off = state["stop"] == "max_tokens"
+        if mode != "tool" or state["tool"] is None:
+            reply = self._reply(progress.text.strip(), cut_off, max_tokens, **values)
+            if mode == "tool" and reply.data is None:
+                reply.problem = f"no {self.tool_name} tool call in the answer"
+            return reply
+        raw = "".join(state["tool_json"]) or "{}"
+        reply = self._reply(raw, cut_off, max_tokens, **values)
+        tool = state["tool"]
+        reply.extra = {"tool_use": {"type": "tool_use", "id": tool["id"], "name": tool["name"],
+                                    "input": reply.data if isinstance(reply.data, dict) else {}}}
+        return reply
+
+    def _event(self, event: Any, state: dict[str, Any], progress: _Progress) -> None:
+        kind = event.type
+        if kind == "message_start":
+            message = event.message
+            state["model"] = message.model or ""
+            self._usage(message.usage, state)
+            progress.tick()
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use" and block.name == self.tool_name:
+                state["tool"] = {"id": block.id, "name": block.name}
+            progress.tick()
+        elif kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                progress.tick(delta.text)
+            elif delta.type == "input_json_delta" and state["tool"] is not None:
+                state["tool_json"].append(delta.partial_json)
+                progress.tick(token=True)
+            else:
+                progress.tick()
+        elif kind == "message_delta":
+            state["stop"] = event.delta.stop_reason or state["stop"]
+            self._usage(event.usage, state)
+            progress.tick()
+
+    @staticmethod
+    def _usage(usage: Any, state: dict[str, Any]) -> None:
+        if usage is None:
+            return
+        for key, name in (("input", "input_tokens"), ("cache_read", "cache_read_input_tokens"),
+                          ("cache_write", "cache_creation_input_tokens"), ("output", "output_tokens")):
+            value = getattr(usage, name, None)
+            if value:
+                state[key] = value
 
     def add_repair(self, reply: Reply, feedback: str) -> None:
         tool_use = reply.extra.get("tool_use")

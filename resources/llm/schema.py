@@ -2,20 +2,23 @@
 
 Each role has a pydantic model (the validation that counts) and a hand-written JSON schema sent on
 the wire (Ollama `format`, OpenAI `response_format` json_schema strict, Anthropic tool
-`input_schema`). The wire schemas stay inside the subset all three accept in strict mode: every
-property required, `additionalProperties: false`, enums, no length or number limits. The limits
-live in the pydantic models and in the field descriptions; a violation goes back to the model once
-as a repair prompt. `tests/test_llm.py` checks that wire schema and model agree.
+`input_schema`). Each schema comes in two forms: `limits=False` stays inside the subset the vendors'
+strict modes accept (every property required, `additionalProperties: false`, enums, no length or
+number limits), `limits=True` adds maxLength / minLength, minimum / maximum and minItems / maxItems
+for servers whose grammar enforces them (llama.cpp, Ollama `format`, vLLM), which keeps a small
+model's caption inside 40 characters while it writes. The pydantic models and `salvage.py` check
+the answer either way. `tests/test_llm.py` checks that wire schema and model agree.
 
 The model never writes what we can compute: scene ids, the title, exact frame-accurate durations
-and the brand colours are set here, after the model, so those invariants hold by construction.
+and the brand colours are set after the model (`salvage.assemble`), so those invariants hold by
+construction.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparklio_assets.models import (
     FPS,
@@ -23,12 +26,8 @@ from sparklio_assets.models import (
     ONSCREEN_TEXT_MAX,
     PURPOSES,
     BrandElement,
-    BrandKit,
-    Brief,
     MotionStyle,
-    Scene,
     Storyboard,
-    StoryboardMetadata,
 )
 from sparklio_assets.planner import split_frames
 
@@ -40,9 +39,6 @@ BRAND_ELEMENTS: tuple[str, ...] = get_args(BrandElement)
 BGM_MOODS: tuple[str, ...] = get_args(BgmMood)
 NARRATION_MAX = 200
 IMAGE_PROMPT_MAX = 500
-# How far the model's scene lengths may miss the requested duration before we ask it again
-# (within it, they are rescaled to the exact duration in whole frames).
-DURATION_TOLERANCE = 0.15
 
 
 class _Out(BaseModel):
@@ -80,24 +76,11 @@ class DraftScene(_Out):
 
 
 class DraftStoryboard(_Out):
-    """Validate with `context={"duration": <brief seconds>}` to check the time budget."""
+    """The answer's shape. `salvage.check_draft` checks an answer field by field against it and fixes
+    what code can (durations rescaled to the brief, CTA last, ids renumbered)."""
 
     bgm_mood: BgmMood
     scenes: list[DraftScene] = Field(min_length=2, max_length=MAX_SCENES)
-
-    @model_validator(mode="after")
-    def _fits_the_brief(self, info: ValidationInfo) -> DraftStoryboard:
-        if not any(s.purpose == "CTA" for s in self.scenes):
-            raise ValueError("scenes: the last scene must have purpose 'CTA' (there is no CTA scene)")
-        duration = (info.context or {}).get("duration")
-        if duration:
-            if len(self.scenes) > duration:
-                raise ValueError(f"scenes: {len(self.scenes)} scenes do not fit {duration} s (each needs at least 1 s)")
-            total = sum(s.duration_seconds for s in self.scenes)
-            if abs(total - duration) > max(1.0, DURATION_TOLERANCE * duration):
-                raise ValueError(f"scenes: duration_seconds add up to {total:g} s but the ad is {duration} s long; "
-                                 f"make them add up to exactly {duration}")
-        return self
 
 
 # ---- role "refine": copy refinement (Claude Sonnet class) ----
@@ -109,25 +92,32 @@ class RefinedCopy(_Out):
 
 
 class CopyRefinement(_Out):
-    """Validate with `context={"scene_ids": [...]}`: one entry per scene, same ids, same order."""
+    """The answer's shape: one entry per scene, same ids, same order (`salvage.check_refinement`)."""
 
     scenes: list[RefinedCopy] = Field(min_length=1, max_length=MAX_SCENES)
-
-    @model_validator(mode="after")
-    def _same_scenes(self, info: ValidationInfo) -> CopyRefinement:
-        expected = (info.context or {}).get("scene_ids")
-        got = [s.scene_id for s in self.scenes]
-        if expected is not None and got != list(expected):
-            raise ValueError(f"scenes: must be exactly {list(expected)} in this order, got {got}")
-        return self
 
 
 # ---- wire schemas ----
 
-def _string(description: str, enum: tuple[str, ...] | list[str] | None = None) -> dict[str, Any]:
+def _string(description: str, enum: tuple[str, ...] | list[str] | None = None, *, limits: bool = False,
+            max_length: int | None = None, min_length: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "string", "description": description}
     if enum is not None:
         out["enum"] = list(enum)
+    if limits and max_length is not None:
+        out["maxLength"] = max_length
+    if limits and min_length:
+        out["minLength"] = min_length
+    return out
+
+
+def _array(items: dict[str, Any], description: str, *, limits: bool = False, max_items: int | None = None,
+           min_items: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "array", "items": items, "description": description}
+    if limits and max_items is not None:
+        out["maxItems"] = max_items
+    if limits and min_items:
+        out["minItems"] = min_items
     return out
 
 
@@ -136,47 +126,59 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
             "additionalProperties": False}
 
 
-def strategy_schema() -> dict[str, Any]:
-    items = {"type": "string", "description": "at most 120 characters"}
+def strategy_schema(limits: bool = False) -> dict[str, Any]:
+    items = _string("at most 120 characters", limits=limits, max_length=120)
     return _object({
-        "usp": _string("the single most compelling, specific reason to choose this product; at most 200 characters"),
-        "key_benefits": {"type": "array", "items": items, "description": "up to 5 concrete benefits"},
-        "proof_points": {"type": "array", "items": items,
-                         "description": "up to 5 facts stated in the brief or brand kit; empty if none are given"},
-        "brand_voice": _string("how the copy should sound, in a sentence; at most 200 characters"),
-        "cta": _string(f"call to action in the brief's language; at most {ONSCREEN_TEXT_MAX} characters"),
+        "usp": _string("the single most compelling, specific reason to choose this product; at most 200 characters",
+                       limits=limits, max_length=200, min_length=1),
+        "key_benefits": _array(items, "up to 5 concrete benefits", limits=limits, max_items=5),
+        "proof_points": _array(items, "up to 5 facts stated in the brief or brand kit; empty if none are given",
+                               limits=limits, max_items=5),
+        "brand_voice": _string("how the copy should sound, in a sentence; at most 200 characters",
+                               limits=limits, max_length=200),
+        "cta": _string(f"call to action in the brief's language; at most {ONSCREEN_TEXT_MAX} characters",
+                       limits=limits, max_length=ONSCREEN_TEXT_MAX),
     })
 
 
-def draft_schema() -> dict[str, Any]:
+def draft_schema(limits: bool = False, duration: int | None = None) -> dict[str, Any]:
+    """`duration` (the brief's seconds) bounds the scene count in the limited form."""
+    most = min(MAX_SCENES, duration) if duration else MAX_SCENES
+    seconds: dict[str, Any] = {"type": "number", "description": "at least 1; all scenes add up to the ad's duration"}
+    if limits:
+        seconds.update(minimum=1, maximum=min(30, duration or 30))
     scene = _object({
         "purpose": _string("the scene's act; the first scene is the hook, the last is CTA", PURPOSES),
-        "duration_seconds": {"type": "number", "description": "at least 1; all scenes add up to the ad's duration"},
+        "duration_seconds": seconds,
         "narration": _string(f"voice-over line in the brief's language; at most {NARRATION_MAX} characters; "
-                             "may be empty"),
+                             "may be empty", limits=limits, max_length=NARRATION_MAX),
         "onscreen_text": _string(f"large on-screen copy in the brief's language; at most {ONSCREEN_TEXT_MAX} "
-                                 "characters"),
+                                 "characters", limits=limits, max_length=ONSCREEN_TEXT_MAX),
         "image_prompt": _string("English text-to-image prompt for a vertical 9:16 key image; "
-                                f"at most {IMAGE_PROMPT_MAX} characters"),
+                                f"at most {IMAGE_PROMPT_MAX} characters", limits=limits,
+                                max_length=IMAGE_PROMPT_MAX, min_length=1),
         "motion_style": _string("camera motion", MOTION_STYLES),
-        "brand_elements": {"type": "array", "items": _string("brand element shown", BRAND_ELEMENTS),
-                           "description": "brand elements shown in this scene (may be empty)"},
+        "brand_elements": _array(_string("brand element shown", BRAND_ELEMENTS),
+                                 "brand elements shown in this scene (may be empty)", limits=limits,
+                                 max_items=len(BRAND_ELEMENTS)),
     })
     return _object({
         "bgm_mood": _string("background music mood", BGM_MOODS),
-        "scenes": {"type": "array", "items": scene,
-                   "description": f"2 to {MAX_SCENES} scenes in story order; the last one is the CTA"},
+        "scenes": _array(scene, f"2 to {most} scenes in story order; the last one is the CTA", limits=limits,
+                         max_items=most, min_items=2),
     })
 
 
-def refine_schema(scene_ids: list[str]) -> dict[str, Any]:
+def refine_schema(scene_ids: list[str], limits: bool = False) -> dict[str, Any]:
     item = _object({
         "scene_id": _string("the scene this copy belongs to", scene_ids),
-        "narration": _string(f"refined voice-over line; at most {NARRATION_MAX} characters; may be empty"),
-        "onscreen_text": _string(f"refined on-screen copy; at most {ONSCREEN_TEXT_MAX} characters"),
+        "narration": _string(f"refined voice-over line; at most {NARRATION_MAX} characters; may be empty",
+                             limits=limits, max_length=NARRATION_MAX),
+        "onscreen_text": _string(f"refined on-screen copy; at most {ONSCREEN_TEXT_MAX} characters",
+                                 limits=limits, max_length=ONSCREEN_TEXT_MAX),
     })
-    return _object({"scenes": {"type": "array", "items": item,
-                               "description": "one entry per scene, same order as given"}})
+    return _object({"scenes": _array(item, "one entry per scene, same order as given", limits=limits,
+                                      max_items=len(scene_ids), min_items=len(scene_ids))})
 
 
 # ---- after the model: invariants by construction ----
@@ -198,32 +200,6 @@ def whole_frames(seconds: list[float], total_seconds: int) -> list[int]:
     for i in order[: spare - sum(base)]:
         base[i] += 1
     return [FPS + b for b in base]
-
-
-def storyboard_from_draft(draft: DraftStoryboard, brief: Brief, brand: BrandKit) -> Storyboard:
-    """Scene ids scene_001.., CTA last, durations in whole frames summing to the brief's duration."""
-    scenes = list(draft.scenes)
-    if scenes[-1].purpose != "CTA":  # keep the story order, move the CTA scene(s) to the end
-        scenes = [s for s in scenes if s.purpose != "CTA"] + [s for s in scenes if s.purpose == "CTA"]
-    frames = whole_frames([s.duration_seconds for s in scenes], brief.duration)
-    return Storyboard(
-        title=f"{brief.product} - {brief.duration}s Ad",
-        duration_seconds=brief.duration,
-        scenes=[Scene(id=f"scene_{i:03d}", purpose=s.purpose, duration_seconds=n / FPS, narration=s.narration,
-                      onscreen_text=s.onscreen_text, image_prompt=s.image_prompt, motion_style=s.motion_style,
-                      brand_elements=list(dict.fromkeys(s.brand_elements)))
-                for i, (s, n) in enumerate(zip(scenes, frames), start=1)],
-        metadata=StoryboardMetadata(bgm_mood=draft.bgm_mood, brand_colors=brand.colors),
-    )
-
-
-def apply_copy(plan: Storyboard, copy: CopyRefinement) -> Storyboard:
-    """The refined narration and on-screen text, everything else unchanged."""
-    by_id = {c.scene_id: c for c in copy.scenes}
-    scenes = [s.model_copy(update={"narration": by_id[s.id].narration, "onscreen_text": by_id[s.id].onscreen_text})
-              for s in plan.scenes]
-    # Round-trip through validation so every Scene/Storyboard rule is checked again.
-    return Storyboard.model_validate(plan.model_copy(update={"scenes": scenes}).model_dump())
 
 
 def storyboard_for_refinement(plan: Storyboard) -> dict[str, Any]:
