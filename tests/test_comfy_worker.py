@@ -340,3 +340,42 @@ def test_key_image_fallback_builtin_makes_built_in_images_and_says_why(unready, 
     assert "missing model sd_xl_base_1.0.safetensors" in key.note
     assert motion.engine == "kenburns" and "not ready for AnimateDiff" in motion.fallback_reason
     assert reports[0].engines["image"] == "builtin"
+
+
+# ------------------------------------------------------------------------- deploy/comfyui
+
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "comfyui"
+
+
+def test_models_manifest_covers_every_model_the_graphs_name():
+    manifest = {m["file"]: m for m in json.loads((DEPLOY / "models.json").read_text())["models"]}
+    needs = [n for n in needs_of(configured_graphs(MODELS)) if n.kind == "model"]
+    for need in needs:
+        entry = manifest.get(need.name)
+        assert entry is not None, f"{need.name} (needed by {need.needed_by}) is not in models.json"
+        assert entry["folder"] == need.folder, need.name
+        assert entry["needed_by"] and (entry["url"] or entry["note"])
+        assert entry["sha256"] is None or len(entry["sha256"]) == 64
+    assert {n.name for n in needs} == set(manifest), "no entry the graphs do not use"
+
+
+def test_pinned_node_packs_are_the_ones_the_graphs_use():
+    versions = json.loads((DEPLOY / "versions.json").read_text())
+    assert versions["comfyui"]["tag"] == "v0.3.64"
+    packs = {p["name"]: p for p in versions["node_packs"]}
+    info = json.loads(REFERENCE.read_text())
+    used = {n["class_type"] for g in configured_graphs(MODELS).values() for n in g.values()}
+    modules = {info[c]["python_module"].split(".", 1)[1] for c in used
+               if info[c]["python_module"].startswith("custom_nodes.")}
+    assert modules == set(packs), "every pack a graph needs is pinned, and no other"
+    assert all(len(p["commit"]) >= 7 for p in packs.values())
+    assert "ComfyUI-Advanced-ControlNet" not in packs
+
+
+def test_setup_script_parses_the_manifest(tmp_path):
+    import subprocess
+
+    script = (DEPLOY / "setup.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(DEPLOY / "setup.sh")]).returncode == 0
+    assert "sha256sum" in script and "models.lock" in script
