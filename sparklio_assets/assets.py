@@ -33,7 +33,7 @@ from resources.llm import LLMRouter, summarize_calls
 from resources.tts import TTSResource
 
 from . import layout
-from .comfy_engines import make_key_image, make_motion_clip, missing_for, packshot_of, use_comfy
+from .comfy_engines import layer_path, make_key_image, make_motion_clip, missing_for, packshot_of, use_comfy
 from .comfy_engines import preflight as comfy_preflight
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
@@ -161,6 +161,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
         image = render_key_image(scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}")
         with atomic_path(path) as tmp:
             image.save(tmp, "PNG")
+        layer_path(path).unlink(missing_ok=True)
         return KeyImageRecord(scene_id=scene_id, path=str(path), engine=BUILTIN_IMAGE_ENGINE,
                               seconds=round(time.perf_counter() - started, 3), width=image.width,
                               height=image.height, note=f"fallback: {reason}")

@@ -276,6 +276,8 @@ def make_key_image(comfy: Comfy, scene: Scene, brand_kit: BrandKit, product: str
             with atomic_path(layer_path(out_path)) as part:
                 layer.save(part, "PNG")
             notes.append(f"packshot kept pixel-exact at {product_box(product_image.size)}; layer {layer_path(out_path).name}")
+        else:
+            layer_path(out_path).unlink(missing_ok=True)  # a re-made scene without the product: no stale layer
         with atomic_path(out_path) as part:
             image.save(part, "PNG")
     notes.insert(0, f"prompt_id {result.prompt_id}, {source_size[0]}x{source_size[1]} → {WIDTH}x{HEIGHT}, "

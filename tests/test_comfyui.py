@@ -541,7 +541,7 @@ def test_deadline_counts_from_when_the_job_runs(server, tmp_path):
     server.occupy(4.0)  # longer than the deadline: only the job's own running time counts
     with fast_client(server.url, timeout_s=3.0) as c:
         result = c.run(sdxl_key_image("a", 23, MODELS, size=(64, 64)).build(), tmp_path)
-    assert result.by_kind("images") and result.seconds >= 4.0
+    assert result.by_kind("images") and result.seconds > 3.0, "it took longer than its deadline, queue included"
 
 
 def test_cancel_waits_until_a_slow_interrupt_took(server, tmp_path):
