@@ -299,8 +299,8 @@ def _defs(comfy: ComfyUIResource, home: Path):
 
 
 def _comfy(url: str, **overrides) -> ComfyUIResource:
-    return ComfyUIResource(url=url, backoff_s=0.02, poll_interval_s=0.1, connect_timeout_s=1, worker_wait_s=2,
-                           **overrides)
+    settings = dict(url=url, backoff_s=0.02, poll_interval_s=0.1, connect_timeout_s=1, worker_wait_s=2)
+    return ComfyUIResource(**{**settings, **overrides})
 
 
 def test_a_job_on_an_unready_worker_fails_at_once_with_the_list(unready, dagster_home):
@@ -379,3 +379,46 @@ def test_setup_script_parses_the_manifest(tmp_path):
     script = (DEPLOY / "setup.sh").read_text()
     assert subprocess.run(["bash", "-n", str(DEPLOY / "setup.sh")]).returncode == 0
     assert "sha256sum" in script and "models.lock" in script
+
+
+def test_a_scene_step_waits_out_a_worker_restart(server, dagster_home):
+    """Spec 8.2 through Dagster: the worker restarts (2 s here; the client test runs 60 s by hand)
+    while the key image runs; the step waits, says why (log + run tag), and finishes."""
+    import threading
+
+    from sparklio_assets.assets import GPU_WAIT_TAG
+    from sparklio_assets.pipeline import JOB_TAG, create_job, make_storyboard, remake_scene
+
+    home, instance = dagster_home
+    defs = _defs(_comfy(server.url, worker_wait_s=60, max_attempts=3), home)
+    store = ArtifactStore(home=str(home))
+    create_job(_job("restart"), instance, store)
+    make_storyboard("restart", defs, instance, store)
+    box: dict = {}
+
+    def scene_run() -> None:
+        try:
+            remake_scene("restart", "scene_001", defs, instance, store, on_stage=lambda r: box.update(report=r))
+        except Exception as error:  # noqa: BLE001
+            box["error"] = error
+
+    server.faults.step_delay = 0.2
+    try:
+        thread = threading.Thread(target=scene_run)
+        thread.start()
+        server.wait_running(timeout=120)
+        restarts = server.restarts
+        server.restart(2.0).join(30)
+        server.faults.step_delay = 0.0
+        thread.join(180)
+    finally:
+        server.faults.step_delay = 0.0
+    assert "error" not in box, box.get("error")
+    assert server.restarts == restarts + 1
+    key = KeyImageRecord.model_validate_json((home / "jobs" / "restart" / "scenes" / "scene_001" / "key.json")
+                                             .read_text())
+    assert key.engine.startswith("comfyui")
+    run = instance.get_run_by_id(box["report"].run_id)
+    assert run.tags[JOB_TAG] == "restart" and run.tags.get(GPU_WAIT_TAG) == "", "cleared once the worker was back"
+    messages = [e.user_message for e in instance.all_logs(run.run_id)]
+    assert any("waiting_for_gpu_worker: ComfyUI at" in m and "unreachable" in m for m in messages)
