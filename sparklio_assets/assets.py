@@ -166,9 +166,14 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
                               seconds=round(time.perf_counter() - started, 3), width=image.width,
                               height=image.height, note=f"fallback: {reason}")
     packshot = packshot_of(job.brand_kit)
+    reference = None  # premium without a packshot: scene_001's picture steers the others' style
+    first = layout.key_image_record_path(store, job.job_id, "scene_001")
+    if job.quality == "premium" and not packshot and scene_id != "scene_001" and first.is_file():
+        first_record = store.read(first, KeyImageRecord)
+        reference = Path(first_record.path) if first_record.engine.startswith("comfyui") else None
     try:
         return make_key_image(comfy, scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}",
-                              out_path=path, quality=job.quality, job_id=job.job_id,
+                              out_path=path, quality=job.quality, job_id=job.job_id, style_reference=reference,
                               product_image=packshot[0] if packshot else None,
                               product_mask=packshot[1] if packshot else None,
                               log=context.log.info, on_wait=_comfy_wait_hook(context, scene_id))
