@@ -17,12 +17,14 @@ from typing import Any, Literal
 
 from resources.comfyui import ComfyModels, Graph
 
-KEY_SIZE = (768, 1344)  # an SDXL training bucket close to 9:16; covered to 1080x1920 afterwards
-MOTION_SIZE = {"sd15": (432, 768), "sdxl": (576, 1024)}  # exact 9:16, multiples of 8
-MOTION_FPS = 8  # AnimateDiff's native rate (spec 3.3: 24 frames at 8 fps)
-RIFE_MULTIPLIER = 3  # 8 fps x3 → 24 fps
-MIN_MOTION_FRAMES = 24
-MAX_MOTION_FRAMES = 30 * MOTION_FPS + 1
+# The spec's defaults; each is a field of ComfyModels (the `comfy` resource), which the builders read.
+_DEFAULTS = ComfyModels()
+KEY_SIZE = _DEFAULTS.key_size  # an SDXL training bucket close to 9:16; covered to 1080x1920 afterwards
+MOTION_SIZE = {"sd15": _DEFAULTS.motion_size("sd15"), "sdxl": _DEFAULTS.motion_size("sdxl")}  # exact 9:16
+MOTION_FPS = _DEFAULTS.motion_fps  # AnimateDiff's native rate (spec 3.3: 24 frames at 8 fps)
+RIFE_MULTIPLIER = _DEFAULTS.rife_multiplier  # 8 fps x3 → 24 fps
+MIN_MOTION_FRAMES = _DEFAULTS.min_motion_frames
+MAX_MOTION_FRAMES = _DEFAULTS.max_motion_frames
 SEED_MAX = 2 ** 53 - 1  # ComfyUI takes 0..2^64-1 (never -1); stay JSON-safe everywhere
 
 NEGATIVE = ("blurry, lowres, jpeg artifacts, watermark, text, letters, caption, logo, signature, "
@@ -104,7 +106,7 @@ def seed_of(value: int | str) -> int:
 
 
 def sdxl_key_image(prompt: str, seed: int | str, models: ComfyModels | None = None, *, lora: str | None = None,
-                   negative: str = NEGATIVE, size: tuple[int, int] = KEY_SIZE, steps: int | None = None,
+                   negative: str = NEGATIVE, size: tuple[int, int] | None = None, steps: int | None = None,
                    filename_prefix: str = "sparklio/key") -> GraphBuilder:
     """SDXL text-to-image, with the brand LoRA on MODEL and CLIP when `lora` is given (the LoRA's
     text-encoder half is used only if CLIP comes from the LoraLoader)."""
@@ -118,7 +120,8 @@ def sdxl_key_image(prompt: str, seed: int | str, models: ComfyModels | None = No
         g.remove("brand_lora", rewire={0: [checkpoint, 0], 1: [checkpoint, 1]})
     g.set("positive", text=prompt)
     g.set("negative", text=negative)
-    g.set("latent", width=size[0], height=size[1], batch_size=1)
+    width, height = size or models.key_size
+    g.set("latent", width=width, height=height, batch_size=1)
     g.set("sampler", seed=seed_of(seed), steps=steps or models.steps, cfg=models.cfg,
           sampler_name=models.sampler, scheduler=models.scheduler, denoise=1.0)
     g.set("save", filename_prefix=filename_prefix)
@@ -126,7 +129,7 @@ def sdxl_key_image(prompt: str, seed: int | str, models: ComfyModels | None = No
 
 
 def with_controlnet(g: GraphBuilder, control_image: str, models: ComfyModels | None = None,
-                    strength: float | None = None, end_percent: float = 0.6) -> GraphBuilder:
+                    strength: float | None = None, end_percent: float | None = None) -> GraphBuilder:
     """Product shot: the sampler's conditioning goes through ControlNetApplyAdvanced with a layout
     guide (e.g. the Canny edges of the built-in composition), released at `end_percent` so the
     model finishes the details freely. `control_image` is the uploaded name (set again on upload)."""
@@ -136,7 +139,8 @@ def with_controlnet(g: GraphBuilder, control_image: str, models: ComfyModels | N
     apply = g.add("apply_controlnet", "ControlNetApplyAdvanced", positive=g.out("positive"),
                   negative=g.out("negative"), control_net=[loader, 0], image=[image, 0],
                   strength=models.controlnet_strength if strength is None else strength,
-                  start_percent=0.0, end_percent=end_percent, vae=[g.id("checkpoint"), 2])
+                  start_percent=0.0, end_percent=models.controlnet_end_percent if end_percent is None else end_percent,
+                  vae=[g.id("checkpoint"), 2])
     sampler = {g.id("sampler")}
     g.relink(g.out("positive"), [apply, 0], only=sampler)
     g.relink(g.out("negative"), [apply, 1], only=sampler)
@@ -171,15 +175,18 @@ def motion_family(module: str) -> Literal["sd15", "sdxl"]:
     return "sdxl" if any(tag in name for tag in ("sdxl", "hsxl", "hotshot")) else "sd15"
 
 
-def motion_frames(scene_frames: int, fps: int = 24, multiplier: int = RIFE_MULTIPLIER) -> int:
-    """Frames to generate at 8 fps: at least 24 (spec 3.3), enough that after RIFE (N−1)·m+1
-    frames cover the whole scene at 24 fps."""
+def motion_frames(scene_frames: int, fps: int = 24, multiplier: int | None = None,
+                  models: ComfyModels | None = None) -> int:
+    """Frames to generate at the motion rate: at least `min_motion_frames` (spec 3.3: 24), enough
+    that after RIFE (N−1)·m+1 frames cover the whole scene at 24 fps."""
+    models = models or _DEFAULTS
+    multiplier = multiplier or models.rife_multiplier
     needed = math.ceil((scene_frames * 24 / fps - 1) / multiplier) + 1
-    return max(MIN_MOTION_FRAMES, min(MAX_MOTION_FRAMES, needed))
+    return max(models.min_motion_frames, min(models.max_motion_frames, needed))
 
 
 def animatediff_clip(key_image: str, prompt: str, motion_style: str, seed: int | str,
-                     models: ComfyModels | None = None, *, frames: int = MIN_MOTION_FRAMES,
+                     models: ComfyModels | None = None, *, frames: int | None = None,
                      negative: str = MOTION_NEGATIVE, output: Literal["mp4", "frames"] = "mp4",
                      ipadapter: bool = False, steps: int | None = None,
                      filename_prefix: str = "sparklio/clip") -> GraphBuilder:
@@ -191,7 +198,8 @@ def animatediff_clip(key_image: str, prompt: str, motion_style: str, seed: int |
     if not module:
         raise ValueError(f"no motion module configured for motion style {motion_style!r}")
     family = motion_family(module)
-    width, height = MOTION_SIZE[family]
+    width, height = models.motion_size(family)
+    frames = frames or models.min_motion_frames
     camera, scale = MOTION_STYLES.get(motion_style, ("gentle camera motion", 0.7))
     g = GraphBuilder.template("animatediff_img2vid")
     g.set("checkpoint", ckpt_name=models.motion_checkpoint_sdxl if family == "sdxl" else models.motion_checkpoint_sd15)
@@ -205,14 +213,60 @@ def animatediff_clip(key_image: str, prompt: str, motion_style: str, seed: int |
     g.set("negative", text=negative)
     g.set("sampler", seed=seed_of(seed), steps=steps or models.motion_steps, sampler_name=models.sampler,
           scheduler=models.scheduler, denoise=models.motion_denoise)
-    g.set("interpolate", ckpt_name=models.rife, multiplier=RIFE_MULTIPLIER)
+    g.set("interpolate", ckpt_name=models.rife, multiplier=models.rife_multiplier)
     if output == "mp4":
-        g.set("video", frame_rate=MOTION_FPS * RIFE_MULTIPLIER, filename_prefix=filename_prefix)
+        g.set("video", frame_rate=models.motion_fps * models.rife_multiplier, filename_prefix=filename_prefix)
     else:
         video = g.id("video")
         del g.nodes[video]
         g.nodes[video] = {"class_type": "SaveImage", "_meta": {"title": "frames_out"},
                           "inputs": {"images": g.out("interpolate"), "filename_prefix": filename_prefix}}
     if ipadapter:
-        with_ipadapter(g, g.out("fit"), models, weight=0.8, weight_type="linear")
+        with_ipadapter(g, g.out("fit"), models, weight=models.motion_ipadapter_weight, weight_type="linear")
     return g
+
+
+def sdxl_product_scene(prompt: str, canvas: str, seed: int | str, models: ComfyModels | None = None, *,
+                       lora: str | None = None, negative: str = NEGATIVE, steps: int | None = None,
+                       filename_prefix: str = "sparklio/key") -> GraphBuilder:
+    """The scene generated around the brand's real packshot (outpainting with the product mask).
+
+    `canvas` is an uploaded RGBA PNG at the key size: the packshot where it will stand (alpha 1),
+    a plain tone around it (alpha 0). Only nodes every ComfyUI has (and the reference schemas
+    list) are used: LoadImage gives the picture and its MASK (1 − alpha: 1 around the product),
+    VAEEncode → KSampler (denoise `product_denoise`) redraws the surroundings with the product
+    in place as the composition's anchor, and ImageCompositeMasked puts the canvas's own product
+    pixels back where the mask is 0, so the saved image carries the packshot unchanged.
+    """
+    models = models or ComfyModels()
+    g = sdxl_key_image(prompt, seed, models, lora=lora, negative=negative, steps=steps,
+                       filename_prefix=filename_prefix)
+    del g.nodes[g.id("latent")]
+    checkpoint = g.id("checkpoint")
+    image = g.add("product_canvas", "LoadImage", image=canvas)
+    encoded = g.add("canvas_latent", "VAEEncode", pixels=[image, 0], vae=[checkpoint, 2])
+    g.set("sampler", latent_image=[encoded, 0], denoise=models.product_denoise)
+    keep = g.add("keep_product", "ImageCompositeMasked", destination=[image, 0], source=g.out("decode"),
+                 x=0, y=0, resize_source=False, mask=[image, 1])
+    g.set("save", images=[keep, 0])
+    return g
+
+
+def configured_graphs(models: ComfyModels | None = None) -> dict[str, Graph]:
+    """Every graph the pipeline can send with these settings, by name: what the worker preflight
+    checks node classes and model files against (placeholder image names; uploads are new)."""
+    models = models or ComfyModels()
+    lora = models.brand_lora or None
+    graphs: dict[str, Graph] = {}
+    graphs["key image (standard)"] = sdxl_key_image("preflight", 0, models, lora=lora).build()
+    graphs["key image (product_3d, ControlNet)"] = with_controlnet(
+        sdxl_key_image("preflight", 0, models, lora=lora), "guide.png", models).build()
+    graphs["key image (packshot)"] = sdxl_product_scene("preflight", "canvas.png", 0, models, lora=lora).build()
+    graphs["key image (packshot, premium IPAdapter)"] = with_ipadapter(
+        sdxl_product_scene("preflight", "canvas.png", 0, models, lora=lora), "packshot.png", models,
+        weight=models.style_reference_weight).build()
+    for style in sorted(models.motion_modules):
+        graphs[f"motion '{style}'"] = animatediff_clip("key.png", "preflight", style, 0, models).build()
+        graphs[f"motion '{style}' (premium IPAdapter)"] = animatediff_clip(
+            "key.png", "preflight", style, 0, models, ipadapter=True).build()
+    return graphs

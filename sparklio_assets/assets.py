@@ -30,14 +30,16 @@ from dagster import (
 from PIL import Image
 
 from resources.artifacts import ArtifactStore
-from resources.comfyui import ComfyError, ComfyLostJob, ComfyTimeout, ComfyUIResource, ComfyUnavailable
+from resources.comfyui import ComfyError, ComfyUIResource
+from resources.comfyui.preflight import PreflightReport
 from resources.ffmpeg import FFmpegError, FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
 from resources.tts import TTSResource
 
 from . import segments
 from . import store_paths as layout
-from .comfy_engines import make_key_image, make_motion_clip, use_comfy
+from .comfy_engines import layer_path, make_key_image, make_motion_clip, missing_for, packshot_of, use_comfy
+from .comfy_engines import preflight as comfy_preflight
 from .files import atomic_path, write_model
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
@@ -152,25 +154,42 @@ def scene_key_image(context: AssetExecutionContext, store: ArtifactStore, comfy:
 
 def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
                      scene: Scene, path: Path) -> KeyImageRecord:
-    """ComfyUI key image. Unreachable or overloaded worker (down, lost job, deadline): raise, so the
-    RetryPolicy waits and tries again (spec 8.2: the job waits for the GPU worker); a rejected
-    graph or a failed job would fail the same way again: fail now."""
+    """ComfyUI key image, after the job's worker preflight. An unready worker fails the step at
+    once with the list of what is missing (or, with `key_image_fallback: builtin`, makes the
+    built-in image and records why). The client itself waits for a down worker (spec 8.2), so
+    any ComfyError here is final and its message is the root cause: no blind step retries."""
     scene_id = scene.id
-    reference = None  # premium: scene_001's generated picture steers the others' style (IPAdapter)
+    report = _comfy_preflight(context, comfy, store, job)
+    missing = missing_for(report, job.quality, "key image")
+    if missing or not report.version_ok:
+        reason = (f"GPU worker {comfy.base_url} is not ready: missing {report.summary(missing)} "
+                  "(see `sparklio worker check`)")
+        if comfy.key_image_fallback != "builtin":
+            raise Failure(description=f"{scene_id}: {reason}", allow_retries=False)
+        context.log.warning(f"{scene_id}: {reason}; built-in key image (key_image_fallback: builtin)")
+        started = time.perf_counter()
+        image = render_key_image(scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}")
+        with atomic_path(path) as tmp:
+            image.save(tmp, "PNG")
+        layer_path(path).unlink(missing_ok=True)
+        return KeyImageRecord(scene_id=scene_id, path=str(path), engine=BUILTIN_IMAGE_ENGINE,
+                              seconds=round(time.perf_counter() - started, 3), width=image.width,
+                              height=image.height, note=f"fallback: {reason}")
+    packshot = packshot_of(job.brand_kit)
+    reference = None  # premium without a packshot: scene_001's picture steers the others' style
     first = layout.key_image_record_path(store, job.job_id, "scene_001")
-    if job.quality == "premium" and scene_id != "scene_001" and first.is_file():
+    if job.quality == "premium" and not packshot and scene_id != "scene_001" and first.is_file():
         first_record = store.read(first, KeyImageRecord)
         reference = Path(first_record.path) if first_record.engine.startswith("comfyui") else None
     try:
         return make_key_image(comfy, scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}",
                               out_path=path, quality=job.quality, job_id=job.job_id, style_reference=reference,
-                              log=context.log.info)
-    except (ComfyUnavailable, ComfyLostJob, ComfyTimeout) as error:
-        _log_gpu_wait(context, comfy, scene_id, error)
-        raise
+                              product_image=packshot[0] if packshot else None,
+                              product_mask=packshot[1] if packshot else None,
+                              log=context.log.info, on_wait=_comfy_wait_hook(context, scene_id))
     except ComfyError as error:
-        raise Failure(description=f"{scene_id}: ComfyUI could not make the key image: {error}",
-                      allow_retries=False) from error
+        raise Failure(description=f"{scene_id}: ComfyUI could not make the key image: {type(error).__name__}: "
+                                  f"{error}", allow_retries=False) from error
 
 
 @asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool=GPU_POOL, kinds={"python"},
@@ -209,40 +228,61 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comf
     })
 
 
-def _step_attempts(context: AssetExecutionContext) -> tuple[int, int]:
-    """(this try of the step, tries the RetryPolicy allows): (1, 3) on the first try."""
+GPU_WAIT_TAG = "sparklio/waiting_for_gpu_worker"  # run tag: why the step waits ("" once the worker is back)
+
+
+def _comfy_wait_hook(context: AssetExecutionContext, scene_id: str):
+    """Tell the user (log, and the run's tag the status reads) that the step waits for the worker."""
+    def hook(reason: str) -> None:
+        if reason:
+            context.log.warning(f"{scene_id}: waiting_for_gpu_worker: {reason}")
+        try:
+            context.instance.add_run_tags(context.run.run_id, {GPU_WAIT_TAG: reason[:400]})
+        except Exception:  # noqa: BLE001 - invoked outside a run: the log line is all there is
+            pass
+    return hook
+
+
+def _comfy_preflight(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore,
+                     job: JobSpec) -> PreflightReport:
+    """The worker check, once per job: a ready report is kept in the job's folder and reused by
+    the other scenes; an unready one is checked again next time (the user may have fixed it)."""
+    saved = store.job_dir(job.job_id) / "comfy_preflight.json"
+    if saved.is_file():
+        report = store.read(saved, PreflightReport)
+        if report.ready and report.url == comfy.base_url.rstrip("/"):
+            return report
     try:
-        attempt = context.retry_number + 1
-    except AttributeError:  # invoked directly, outside a run
-        attempt = 1
-    return attempt, GENERATION_RETRY.max_retries + 1
-
-
-def _log_gpu_wait(context: AssetExecutionContext, comfy: ComfyUIResource, scene_id: str, error: Exception) -> None:
-    """Say that the step waits for the GPU worker (spec 8.2), and whether Dagster will try again."""
-    attempt, attempts = _step_attempts(context)
-    then = "Dagster will retry this step" if attempt < attempts else "no retries left"
-    context.log.warning(f"{scene_id}: waiting for the GPU worker: ComfyUI at {comfy.base_url} unavailable "
-                        f"(step attempt {attempt}/{attempts}; {then}): {error}")
+        report = comfy_preflight(comfy, log=context.log.info, on_wait=_comfy_wait_hook(context, "preflight"))
+    except ComfyError as error:
+        raise Failure(description=f"GPU worker preflight: {type(error).__name__}: {error}",
+                      allow_retries=False) from error
+    write_model(saved, report)
+    context.log.info(f"GPU worker preflight ({comfy.base_url}): "
+                     + ("ready" if report.ready else f"missing {report.summary()}"))
+    return report
 
 
 def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
                   scene: Scene, kenburns: MotionRecord) -> MotionRecord:
-    """AnimateDiff on ComfyUI; any failure falls back to Ken Burns with the reason recorded (spec
-    8.2). An unreachable worker is first waited for through the RetryPolicy, then falls back."""
+    """AnimateDiff on ComfyUI; an unready worker or any failure falls back to Ken Burns with the
+    reason recorded (spec 8.2). The client has already waited for a down worker."""
     scene_id = scene.id
     try:
-        return make_motion_clip(comfy, scene, Path(kenburns.image_path), layout.clip_path(store, job.job_id, scene_id),
-                                seed=f"{job.job_id}/{scene_id}/motion", quality=job.quality, job_id=job.job_id,
-                                log=context.log.info)
-    except (ComfyUnavailable, ComfyLostJob) as error:
-        attempt, attempts = _step_attempts(context)
-        if attempt < attempts:
-            _log_gpu_wait(context, comfy, scene_id, error)
-            raise
-        reason = f"ComfyUI unavailable after {attempts} step attempts: {error}"
-    except ComfyError as error:
-        reason = f"AnimateDiff failed: {error}"
+        report = _comfy_preflight(context, comfy, store, job)
+    except Failure as failure:
+        reason = failure.description or "GPU worker preflight failed"
+    else:
+        missing = missing_for(report, job.quality, "motion")
+        reason = f"GPU worker not ready for AnimateDiff: missing {report.summary(missing)}" if missing else ""
+    if not reason:
+        try:
+            return make_motion_clip(comfy, scene, Path(kenburns.image_path),
+                                    layout.clip_path(store, job.job_id, scene_id),
+                                    seed=f"{job.job_id}/{scene_id}/motion", quality=job.quality, job_id=job.job_id,
+                                    log=context.log.info, on_wait=_comfy_wait_hook(context, scene_id))
+        except ComfyError as error:
+            reason = f"AnimateDiff failed: {type(error).__name__}: {error}"
     reason = reason if len(reason) <= 400 else reason[:397] + "..."
     context.log.warning(f"{scene_id}: {reason}; falling back to Ken Burns (spec 8.2)")
     return kenburns.model_copy(update={"fallback_reason": reason})

@@ -6,6 +6,10 @@
     sparklio remake-scene JOB_ID SCENE_ID [--out DIR]
     sparklio run-job JOB_ID [--scene SCENE_ID] [--out DIR] [--run-config JSON]   (the API's detached worker)
     sparklio serve [--host HOST] [--port PORT] [--out DIR]   (the REST API, see api/)
+    sparklio worker check [URL] [--config sparklio.yaml]     (is the GPU worker ready?)
+
+`--config FILE` (or $SPARKLIO_CONFIG, or ./sparklio.yaml) sets the resources, e.g. the `comfy:`
+section: worker URL, waits, steps, cfg, sizes (resources/comfyui/config.py).
 
 A bad brief is reported on one line naming the field and the reason, with exit code 2, before
 anything is written.
@@ -126,9 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     serve_p.add_argument("--port", type=int, default=int(os.environ.get("SPARKLIO_PORT", "8000")))
     serve_p.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
     serve_p.add_argument("--log-level", default="info")
+    worker_p = sub.add_parser("worker", help="the GPU worker (ComfyUI)")
+    worker_sub = worker_p.add_subparsers(dest="worker_command", required=True)
+    check_p = worker_sub.add_parser("check", help="is the worker ready: version, VRAM, node classes and model "
+                                                  "files the configured graphs need; exit 1 if anything is missing")
+    check_p.add_argument("url", nargs="?", help="default: comfy.url in the config, or $SPARKLIO_COMFYUI_URL")
+    for p in (gen, demo, remake, run_p, serve_p, check_p):
+        p.add_argument("--config", help="settings file (default $SPARKLIO_CONFIG or ./sparklio.yaml)")
     args = parser.parse_args(argv)
+    if args.config:  # the definitions, the API and its workers read the same file through this
+        os.environ["SPARKLIO_CONFIG"] = str(Path(args.config).resolve())
 
     try:
+        if args.command == "worker":
+            from .worker_check import check_worker
+
+            return check_worker(args.url, args.config)
         if args.command == "demo":
             data = files("sparklio_assets") / "data"
             brief = Brief.model_validate_json(data.joinpath("demo_brief.json").read_text(encoding="utf-8"))

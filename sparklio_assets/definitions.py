@@ -7,7 +7,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from resources.artifacts import ArtifactStore
-from resources.comfyui import ComfyUIResource
+from resources.comfyui.config import comfy_resource
 from resources.ffmpeg import FFmpegRunner
 from resources.llm import LLMRouter
 from resources.tts import TTSResource
@@ -26,6 +26,6 @@ defs = Definitions(
     sensors=[build_campaign_sensor(storyboard_job), build_chain_sensor(scene_job, final_video_job)],
     schedules=[build_recurring_schedule(storyboard_job)],
     executor=executor_from_env(),
-    resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner(), "comfy": ComfyUIResource(), "llm": LLMRouter(),
+    resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner(), "comfy": comfy_resource(), "llm": LLMRouter(),
                "tts": TTSResource()},
 )

@@ -17,7 +17,10 @@ reported under `gifs`, as VHS does.
 
 Faults for tests are switched on through `standin.faults`: HTTP 500s, an execution error at a
 node class, dropped WebSockets, lost jobs (as after a server restart), slow nodes (for
-interrupts and deadlines).
+interrupts and deadlines), slow interrupts and interrupts by id that are ignored (as ComfyUI
+does when the id does not match). `occupy(seconds)` makes the worker busy with someone else's
+job; `restart(down_s)` takes the server down for that long (connection refused, queue, history
+and the running job lost) and brings it back on the same port.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ class Faults:
     drop_ws: bool = False  # close the job's WebSockets right after execution_start
     lose_next: int = 0  # accept the next N prompts, then forget them (queue and history wiped)
     step_delay: float = 0.0  # seconds per executed node (interruptible at progress points)
+    interrupt_delay: float = 0.0  # an interrupt takes effect this long after it was asked for
+    ignore_targeted_interrupts: bool = False  # /interrupt with a prompt_id does nothing; without one it works
+
+
+class Killed(Exception):
+    """The server went down under the running job (restart): no history, no events."""
 
 
 class Interrupted(Exception):
@@ -109,7 +118,10 @@ class ComfyStandin:
         self._cache: dict[str, dict] = {}
         self._counters: dict[tuple[str, str], int] = {}
         self._stop = False
+        self._killed = False
         self._server: uvicorn.Server | None = None
+        self.port = 0
+        self.restarts = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,23 +132,59 @@ class ComfyStandin:
         self.stop()
 
     def start(self) -> ComfyStandin:
+        self._serve()
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+        return self
+
+    def _serve(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self._app(), log_level="warning", ws="websockets-sansio", lifespan="off",
                                 timeout_graceful_shutdown=1, ws_ping_interval=None)
         self._server = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._http_thread.start()
-        self._worker = threading.Thread(target=self._work, daemon=True)
-        self._worker.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline:
                 raise RuntimeError("stand-in ComfyUI did not start")
             time.sleep(0.02)
-        return self
+
+    def restart(self, down_s: float) -> threading.Thread:
+        """Go down now (the running job dies, queue and history are wiped, like a real restart),
+        come back on the same port after `down_s` seconds. Returns the thread doing it."""
+        def cycle() -> None:
+            with self._lock:
+                self._killed = True
+                self._pending.clear()
+                self._history.clear()
+                self._lock.notify_all()
+            self._server.should_exit = True
+            self._http_thread.join(10)
+            deadline = time.monotonic() + 10
+            while self._running is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(down_s)
+            with self._lock:
+                self._killed = False
+                self.restarts += 1
+            self._serve()
+
+        thread = threading.Thread(target=cycle, daemon=True)
+        thread.start()
+        return thread
+
+    def occupy(self, seconds: float) -> str:
+        """Queue someone else's job that keeps the worker busy for `seconds`; returns its id."""
+        with self._lock:
+            prompt_id = f"foreign-{uuid.uuid4().hex[:8]}"
+            self._number += 1
+            self._pending.append(Job(self._number - 1, prompt_id, {}, {"busy_s": seconds}, []))
+            self._lock.notify_all()
+        return prompt_id
 
     def stop(self) -> None:
         with self._lock:
@@ -272,9 +320,21 @@ class ComfyStandin:
             body = {}
         with self._lock:
             self.counters.interrupts += 1
-            if self._running is not None:
-                # ComfyUI: a matching prompt_id interrupts that job, any other id interrupts globally
-                self._interrupt = True
+            running = self._running
+        if running is None:
+            return JSONResponse({})
+        if body.get("prompt_id") and self.faults.ignore_targeted_interrupts:
+            return JSONResponse({})
+
+        def fire() -> None:
+            with self._lock:
+                if self._running is running:
+                    self._interrupt = True
+
+        if self.faults.interrupt_delay > 0:
+            threading.Timer(self.faults.interrupt_delay, fire).start()
+        else:
+            fire()
         return JSONResponse({})
 
     async def _history_all(self, request: Request) -> JSONResponse:
@@ -534,6 +594,16 @@ class ComfyStandin:
                     self._running = None
 
     def _execute(self, job: Job) -> None:
+        if job.extra.get("busy_s") is not None:  # someone else's job: just keeps the worker busy
+            ends = time.monotonic() + float(job.extra["busy_s"])
+            while time.monotonic() < ends and not (self._interrupt or self._stop or self._killed):
+                time.sleep(0.02)
+            with self._lock:
+                if not self._killed:
+                    self._history[job.prompt_id] = {"prompt": [job.number, job.prompt_id, {}, {}, []], "outputs": {},
+                                                    "status": {"status_str": "success", "completed": True,
+                                                               "messages": []}, "meta": {}}
+            return
         cid = job.extra.get("client_id")
         pid = job.prompt_id
         messages: list[list] = []
@@ -563,6 +633,8 @@ class ComfyStandin:
                 for out in job.outputs:
                     runner.value(out)
                 self._cache[key] = copy.deepcopy(outputs)
+            except Killed:
+                return  # the server died under it: nothing is written, nobody is told
             except Interrupted:
                 status = "error"
                 node = runner.current or ""
@@ -615,6 +687,8 @@ class _Runner:
         self.current: str | None = None
 
     def check_interrupt(self) -> None:
+        if self.server._killed:
+            raise Killed()
         if self.server._interrupt or self.server._stop:
             raise Interrupted()
 
@@ -695,8 +769,26 @@ class _Runner:
     # pictures
 
     def n_LoadImage(self, nid, image, **_):
+        """IMAGE and MASK as ComfyUI makes them: the mask is 1 − alpha (no alpha: all 0)."""
         with Image.open(self.server._input_file(image)) as img:
-            return ([img.convert("RGB")], None)
+            rgb = img.convert("RGB")
+            if "A" in img.getbands():
+                mask = img.getchannel("A").point(lambda v: 255 - v)
+            else:
+                mask = Image.new("L", img.size, 0)
+            return ([rgb], [mask])
+
+    def n_ImageCompositeMasked(self, nid, destination, source, x, y, resize_source, mask=None, **_):
+        out = []
+        for i, dest in enumerate(destination):
+            src = source[min(i, len(source) - 1)]
+            if resize_source:
+                src = src.resize(dest.size, Image.BILINEAR)
+            layer = dest.copy()
+            m = mask[min(i, len(mask) - 1)].resize(src.size) if mask else Image.new("L", src.size, 255)
+            layer.paste(src, (int(x), int(y)), m)
+            out.append(layer)
+        return (out,)
 
     def n_ImageScale(self, nid, image, upscale_method, width, height, crop, **_):
         out = []
@@ -727,6 +819,9 @@ class _Runner:
         w, h = latent_image["size"]
         if latent_image["images"] is None:
             frames = [_picture(rng, w, h, positive, model) for _ in range(latent_image["batch"])]
+        elif not model.get("motion"):  # img2img: a new picture, the input showing through by 1 − denoise
+            frames = [Image.blend(_picture(rng, w, h, positive, model), img.resize((w, h)), 1 - float(denoise))
+                      for img in latent_image["images"]]
         else:
             motion = model.get("motion")
             count = len(latent_image["images"])

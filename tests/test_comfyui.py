@@ -2,6 +2,7 @@
 that speaks ComfyUI's protocol (tests/comfy_standin.py): happy paths, faults, and Dagster runs."""
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from comfy_graphs import (
 )
 from resources.artifacts import ArtifactStore
 from resources.comfyui import (
+    ComfyBusy,
+    ComfyCancelStuck,
     ComfyExecutionError,
     ComfyInterrupted,
     ComfyLostJob,
@@ -34,6 +37,7 @@ from resources.comfyui import (
     ComfyUIResource,
     ComfyUnavailable,
     ComfyValidationError,
+    ComfyWorkerDown,
     validate_graph,
 )
 from resources.ffmpeg import FFmpegRunner
@@ -47,7 +51,8 @@ DATA = Path(__file__).resolve().parent / "data"
 PRODUCT_DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
 OBJECT_INFO = json.loads((DATA / "comfy_object_info.json").read_text())
 MODELS = ComfyModels()
-CONTROLNET_INSTALLED = {("ControlNetLoader", "control_net_name"): [MODELS.controlnet]}
+CONTROLNET_INSTALLED = {("ControlNetLoader", "control_net_name"): [MODELS.controlnet],
+                        ("IPAdapterModelLoader", "ipadapter_file"): ["ip-adapter-plus_sdxl_vit-h.safetensors"]}
 BRAND = BrandKit.model_validate_json((PRODUCT_DATA / "demo_brand.json").read_text())
 STYLES = list(MODELS.motion_modules)
 
@@ -92,7 +97,7 @@ def logs() -> Logs:
 
 def fast_client(url: str, logs: Logs | None = None, **overrides) -> ComfyUIClient:
     settings = dict(timeout_s=30, backoff_s=0.02, poll_interval_s=0.1, connect_timeout_s=1, read_timeout_s=5,
-                    log=logs, models=ComfyModels())
+                    worker_wait_s=5, queue_timeout_s=30, cancel_confirm_s=5, log=logs, models=ComfyModels())
     return ComfyUIClient(url, **{**settings, **overrides})
 
 
@@ -363,14 +368,17 @@ def test_frames_output_is_encoded_to_mp4(client, server, tmp_path):
 # ------------------------------------------------------------------------------------ faults
 
 
-def test_server_down_is_retried_then_named(tmp_path, logs):
+def test_server_down_is_waited_for_then_named(tmp_path, logs):
     port = free_port()
+    reasons = []
     started = time.monotonic()
-    with fast_client(f"http://127.0.0.1:{port}", logs) as c:
-        with pytest.raises(ComfyUnavailable, match=rf"127.0.0.1:{port} unreachable.*gave up after 3 attempts"):
+    with fast_client(f"http://127.0.0.1:{port}", logs, worker_wait_s=0.5, on_wait=reasons.append) as c:
+        with pytest.raises(ComfyWorkerDown, match=rf"GPU worker at http://127.0.0.1:{port} unreachable for \d+ s "
+                                                  r"\(worker_wait_s 0.5\); last error: .*unreachable \(ConnectError"):
             c.run(sdxl_key_image("a", 1, MODELS).build(), tmp_path)
-    assert sum("retrying in" in m for m in logs) == 2
-    assert ["retrying in 0.02 s" in logs[0], "retrying in 0.04 s" in logs[1]] == [True, True]  # exponential
+    waits = [m for m in logs if "waiting for the GPU worker" in m]
+    assert len(waits) >= 2 and "giving up after 0.5 s" in waits[0]
+    assert reasons and all(f"127.0.0.1:{port} unreachable" in r for r in reasons)
     assert time.monotonic() - started < 10
 
 
@@ -457,7 +465,7 @@ def test_lost_prompt_is_retried(client, server, tmp_path, logs):
 
 def test_lost_prompt_gives_up_after_three_attempts(client, server, tmp_path):
     server.faults.lose_next = 3
-    with pytest.raises(ComfyLostJob, match="gave up after 3 attempts"):
+    with pytest.raises(ComfyLostJob, match="neither the queue nor the history.*gave up after the worker lost it 3 times"):
         client.run(sdxl_key_image("a", 16, MODELS).build(), tmp_path)
 
 
@@ -505,9 +513,106 @@ def test_deadline_cancels_the_job(server, tmp_path):
     server.faults.step_delay = 0.4
     interrupts = server.counters.interrupts
     with fast_client(server.url, timeout_s=0.6) as c:
-        with pytest.raises(ComfyTimeout, match="did not finish within the deadline; cancel: interrupted"):
+        with pytest.raises(ComfyTimeout, match=r"longer than its deadline of 0.6 s \(the worker is up\); "
+                                               r"cancel: interrupted; left the queue after") as raised:
             c.run(sdxl_key_image("a", 20, MODELS).build(), tmp_path)
-    assert server.counters.interrupts == interrupts + 1
+        assert "unreachable" not in str(raised.value) and "unavailable" not in str(raised.value)
+        prompt_id = str(raised.value).split()[2]
+        assert prompt_id not in set().union(*c.queue_ids())
+    assert server.counters.interrupts >= interrupts + 1
+
+
+def test_busy_worker_is_busy_not_down(server, tmp_path):
+    foreign = server.occupy(5.0)
+    try:
+        with fast_client(server.url, queue_timeout_s=0.5, timeout_s=0.2) as c:
+            with pytest.raises(ComfyBusy, match=r"is up but busy: job \S+ waited \d+ s behind 1 other job\(s\) "
+                                                r"without starting .*cancel: deleted; left the queue") as raised:
+                c.run(sdxl_key_image("a", 22, MODELS).build(), tmp_path)
+            running, pending = c.queue_ids()
+            assert running == {foreign} and not pending, "our job left the queue, the other one runs on"
+        assert not isinstance(raised.value, (ComfyTimeout, ComfyUnavailable))
+    finally:
+        with fast_client(server.url) as c:
+            c.cancel_and_confirm(foreign)
+
+
+def test_deadline_counts_from_when_the_job_runs(server, tmp_path):
+    server.occupy(4.0)  # longer than the deadline: only the job's own running time counts
+    with fast_client(server.url, timeout_s=3.0) as c:
+        result = c.run(sdxl_key_image("a", 23, MODELS, size=(64, 64)).build(), tmp_path)
+    assert result.by_kind("images") and result.seconds > 3.0, "it took longer than its deadline, queue included"
+
+
+def test_cancel_waits_until_a_slow_interrupt_took(server, tmp_path):
+    server.faults.step_delay = 0.3
+    server.faults.interrupt_delay = 1.0  # the server stops the job only a second later
+    with fast_client(server.url) as c:
+        prompt_id = c.submit(sdxl_key_image("a", 24, MODELS).build(), "c1")
+        server.wait_running()
+        outcome = c.cancel_and_confirm(prompt_id)
+        assert prompt_id not in set().union(*c.queue_ids()), "returned only once the prompt left the queue"
+    waited = float(outcome.rsplit("after ", 1)[1].split(" s")[0])
+    assert outcome.startswith("interrupted") and waited >= 0.9
+
+
+def test_cancel_escalates_when_the_targeted_interrupt_is_ignored(server):
+    server.faults.step_delay = 0.3
+    server.faults.ignore_targeted_interrupts = True
+    with fast_client(server.url) as c:
+        prompt_id = c.submit(sdxl_key_image("a", 25, MODELS).build(), "c1")
+        server.wait_running()
+        outcome = c.cancel_and_confirm(prompt_id)
+        assert "interrupted globally" in outcome and prompt_id not in set().union(*c.queue_ids())
+    assert server.history_of(prompt_id)["status"]["messages"][-1][0] == "execution_interrupted"
+
+
+def test_a_cancel_that_does_not_take_is_an_error_not_a_retry(server, tmp_path):
+    server.faults.step_delay = 0.5
+    server.faults.interrupt_delay = 3.0
+    server.faults.ignore_targeted_interrupts = True
+    with fast_client(server.url, timeout_s=0.3, cancel_confirm_s=0.8) as c:
+        before = server.counters.prompts
+        with pytest.raises(ComfyCancelStuck, match=r"still running on .* 0.8 s after it was cancelled"):
+            c.run(sdxl_key_image("a", 26, MODELS).build(), tmp_path)
+        assert server.counters.prompts == before + 1, "nothing was queued behind the stuck prompt"
+        c.cancel_and_confirm(server.wait_running(), within_s=10)
+
+
+def test_a_blip_follows_the_same_prompt_instead_of_queueing_a_second(server, tmp_path, logs):
+    server.faults.step_delay = 0.15
+    before = server.counters.prompts
+    with fast_client(server.url, logs) as c:
+        thread, box = _run_in_thread(c, sdxl_key_image("a", 27, MODELS).build(), tmp_path)
+        server.wait_running()
+        server.faults.http_500 = 3  # the worker answers 500 for a moment while the job runs on
+        thread.join(30)
+    assert box.get("result") is not None, box
+    assert server.counters.prompts - before == 1
+    assert any("still on the worker; following it instead of resubmitting" in m for m in logs)
+
+
+RESTART_S = float(os.environ.get("SPARKLIO_TEST_RESTART_S", "2"))  # 60 for the manual check
+
+
+def test_a_worker_restart_mid_job_is_waited_out(server, tmp_path, logs):
+    """A restart of RESTART_S seconds (2 in CI; `SPARKLIO_TEST_RESTART_S=60` for the real length)
+    while the job runs: the job is lost, the worker is waited for, the job submitted again."""
+    server.faults.step_delay = 0.2
+    reasons: list[str] = []
+    restarts = server.restarts
+    with fast_client(server.url, logs, worker_wait_s=RESTART_S * 3 + 30, on_wait=reasons.append,
+                     backoff_s=0.5) as c:
+        thread, box = _run_in_thread(c, sdxl_key_image("a", 28, MODELS).build(), tmp_path)
+        server.wait_running()
+        restarted = server.restart(RESTART_S)
+        thread.join(RESTART_S * 3 + 60)
+        restarted.join(5)
+    assert box.get("result") is not None, box
+    assert server.restarts == restarts + 1 and box["result"].by_kind("images")
+    assert box["result"].seconds >= RESTART_S
+    assert any("unreachable" in r for r in reasons) and reasons[-1] == "", "told while waiting, cleared once back"
+    assert any("waiting for the GPU worker" in m for m in logs)
 
 
 def test_old_server_assigns_its_own_prompt_id(tmp_path):
@@ -549,8 +654,9 @@ def _job(job_id: str, quality: str) -> JobSpec:
 
 
 def _comfy(url: str, **overrides) -> ComfyUIResource:
-    return ComfyUIResource(url=url, backoff_s=0.02, poll_interval_s=0.1, timeout_s=60, motion_timeout_s=60,
-                           connect_timeout_s=1, **overrides)
+    settings = dict(url=url, backoff_s=0.02, poll_interval_s=0.1, timeout_s=60, motion_timeout_s=60,
+                    connect_timeout_s=1, worker_wait_s=5, cancel_confirm_s=5, queue_timeout_s=60)
+    return ComfyUIResource(**{**settings, **overrides})
 
 
 def test_standard_quality_run_uses_comfyui(server, dagster_home):
@@ -620,7 +726,9 @@ def test_draft_never_calls_comfyui_even_when_it_is_down(dagster_home):
     assert reports[0].engines == {"image": "builtin", "motion": "kenburns"}
 
 
-def test_unreachable_worker_raises_for_the_retry_policy(tmp_path, monkeypatch):
+def test_unreachable_worker_fails_with_the_root_cause(tmp_path):
+    from dagster import Failure
+
     from sparklio_assets import store_paths as layout
     from sparklio_assets.assets import scene_key_image
     from sparklio_assets.planner import plan_storyboard
@@ -630,9 +738,15 @@ def test_unreachable_worker_raises_for_the_retry_policy(tmp_path, monkeypatch):
     spec = _job("down-job", "standard")
     write_model(layout.job_path(store, spec.job_id), spec)
     write_model(layout.storyboard_path(store, spec.job_id), plan_storyboard(spec.brief, spec.brand_kit))
-    comfy = _comfy(f"http://127.0.0.1:{free_port()}")
+    port = free_port()
+    comfy = _comfy(f"http://127.0.0.1:{port}", worker_wait_s=0.3)
     context = build_asset_context(partition_key=MultiPartitionKey({"job": "down-job", "scene": "scene_001"}),
                                   resources={"store": store, "comfy": comfy})
-    with pytest.raises(ComfyUnavailable, match="gave up after 3 attempts"):
+    with pytest.raises(Failure) as raised:
         scene_key_image(context)
+    description = raised.value.description
+    assert description.startswith("GPU worker preflight: ComfyWorkerDown: GPU worker at "
+                                  f"http://127.0.0.1:{port} unreachable for"), description
+    assert "last error" in description and "ConnectError" in description
+    assert raised.value.allow_retries is False, "the client already waited: no blind step retries"
     assert not layout.key_image_record_path(store, "down-job", "scene_001").exists()
