@@ -38,7 +38,7 @@ from .image_engine import render_key_image
 from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
-from .planner import language_of
+from .language import language_of
 from .formats import SIZES, renditions_for
 from .render import SceneInput, frames_bgr, frames_i420, reframe
 from .soundtrack import SoundtrackRecord
@@ -171,7 +171,9 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comf
     scene = plan.scene(scene_id)
     started = time.perf_counter()
     key = store.read(layout.key_image_record_path(store, job.job_id, scene_id), KeyImageRecord)
-    overlay, placed = render_overlay(scene, job.brand_kit, job.brief.product, language_of(job.brief))
+    with Image.open(key.path) as picture:  # the overlay plates copy only where this picture needs it
+        backdrop = picture.convert("RGB").resize((WIDTH, HEIGHT))
+    overlay, placed = render_overlay(scene, job.brand_kit, job.brief.product, language_of(job.brief), backdrop=backdrop)
     overlay_path = layout.overlay_path(store, job.job_id, scene_id)
     with atomic_path(overlay_path) as tmp:
         overlay.save(tmp, "PNG")
