@@ -240,7 +240,8 @@ def product_match(frame: np.ndarray, packshot_rgba: np.ndarray) -> int:
     """How many of the packshot's SIFT features land in the frame consistently with one
     homography (RANSAC inliers): the product check's measurement."""
     template = packshot_rgba
-    scale = min(1.0, 700 / max(template.shape[:2]))
+    frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)  # speed
+    scale = min(1.0, 480 / max(template.shape[:2]))
     if scale < 1:
         template = cv2.resize(template, (int(template.shape[1] * scale), int(template.shape[0] * scale)),
                               interpolation=cv2.INTER_AREA)

@@ -94,7 +94,9 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
         else:
             logo = Box(text_col.center[0] - int(260 * u), s.top + int(10 * u),
                        text_col.center[0] + int(260 * u), s.top + int(10 * u) + logo_h)
-    top = (logo.bottom + int(40 * u)) if logo is not None and logo.top < s.top + 200 * u else s.top + int(50 * u)
+    # Copy starts under the logo row whether or not this scene has a top logo, so moving the logo
+    # never moves the copy (and scenes of one ad share a baseline).
+    top = s.top + int(10 * u) + logo_h + int(40 * u)
     if act == "hook":
         align = "left"
         if landscape:

@@ -233,20 +233,23 @@ def _label_ink(text: str, size: int) -> np.ndarray:
 def test_no_purpose_label_is_drawn(shoe, bank):
     """Compare each frame against a render of every purpose's label: it must not be there. The
     same search finds the label at once when it is pasted into a frame (the control)."""
-    labels = [p.upper() for p in PURPOSES] + list(PURPOSES)
+    labels = [(p.upper(), 30) for p in PURPOSES] + [(p, 44) for p in PURPOSES]  # the old chip, a title
+    half = lambda img: cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)  # noqa: E731
+
+    def best(gray: np.ndarray, ink: np.ndarray) -> float:
+        low, high, _, _ = cv2.minMaxLoc(cv2.matchTemplate(gray, ink, cv2.TM_CCOEFF_NORMED))
+        return max(high, -low)  # dark type on light and light on dark alike
+
+    inks = [(label, half(_label_ink(label, size))) for label, size in labels]
     for _, _, frames in (shoe, bank):
         for scene, frame, _, _ in frames:
-            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            for label in labels:
-                for size in (30, 44):
-                    ink = _label_ink(label, size)
-                    for polarity in (ink, 255 - ink):
-                        score = cv2.minMaxLoc(cv2.matchTemplate(gray, polarity, cv2.TM_CCOEFF_NORMED))[1]
-                        assert score < 0.6, (scene.id, label, size, score)
+            gray = half(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+            for label, ink in inks:
+                assert best(gray, ink) < 0.6, (scene.id, label, best(gray, ink))
     control = cv2.cvtColor(frames[0][1], cv2.COLOR_RGB2GRAY).copy()
     ink = _label_ink("HOOK / ATTENTION", 30)
     control[300:300 + ink.shape[0], 80:80 + ink.shape[1]] = ink
-    assert cv2.minMaxLoc(cv2.matchTemplate(control, ink, cv2.TM_CCOEFF_NORMED))[1] > 0.95
+    assert best(half(control), half(ink)) > 0.9
 
 
 def test_no_ink_outside_the_safe_area_and_every_block_readable(shoe, bank):
