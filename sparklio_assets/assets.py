@@ -41,6 +41,7 @@ from .partitions import JOBS, SCENES, SCENES_TO_JOB
 from .language import language_of
 from .formats import SIZES, renditions_for
 from .render import SceneInput, frames_bgr, frames_i420, reframe
+from .renditions import band_top, relaid_inputs
 from .soundtrack import SoundtrackRecord
 from .soundtrack import build as build_soundtrack
 from .video_probe import probe
@@ -307,10 +308,14 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     ffmpeg.encode_i420(lambda: frames_i420(scenes), WIDTH, HEIGHT, FPS, video_path, log=context.log.warning,
                        audio=audio)
     renditions = {}
-    for fmt in renditions_for(layout.read_job(store, job_id).brief.channels):
+    job = layout.read_job(store, job_id)
+    for fmt in renditions_for(job.brief.channels):
         width, height = SIZES[fmt]
         path = layout.rendition_path(store, job_id, fmt)
-        ffmpeg.encode_i420(lambda: reframe(frames_i420(scenes), width, height), width, height, FPS, path,
+        # 4:5 and 1:1 get their own layout (renditions.py); 16:9 is reframed from the master.
+        relaid = relaid_inputs(job, plan, scenes, [k.engine for k in keys], fmt, path.parent / f"{path.stem}_layers")
+        source, top = (relaid, band_top(fmt)) if relaid else (scenes, None)
+        ffmpeg.encode_i420(lambda: reframe(frames_i420(source), width, height, top=top), width, height, FPS, path,
                            log=context.log.warning, audio=audio)
         renditions[fmt] = str(path)
         context.log.info(f"rendition {fmt} ({width}x{height}) for the brief's channels: {path}")

@@ -299,3 +299,33 @@ def test_the_planner_never_pastes_the_audience_or_repeats_a_caption():
             assert all(brief.target_audience not in t + s.narration for t, s in zip(texts, plan.scenes))
             assert all(a != b for a, b in zip(texts, texts[1:])), texts
             assert not any(t.endswith("…") for t in texts), texts
+
+
+@pytest.mark.parametrize("fmt", ["4:5", "1:1", "16:9"])
+def test_each_format_gets_its_own_fitted_layout(fmt):
+    """Renditions are laid out again: every block re-fitted inside the format's own safe area."""
+    from sparklio_assets.geometry import SAFE_AREAS, SIZES
+
+    brand, brief = _kit("bank")
+    plan = plan_storyboard(brief.model_copy(update={"duration": 15}), brand)
+    for scene in (plan.scenes[0], plan.scenes[-1]):
+        key = render_key_image(scene, brand, brief.product, seed="f", fmt=fmt)
+        assert key.size == SIZES[fmt]
+        layer, placed = render_overlay(scene, brand, brief.product, "ko", backdrop=key, fmt=fmt)
+        assert layer.size == SIZES[fmt] and placed.blocks
+        frame = np.asarray(Image.alpha_composite(key.convert("RGBA"), layer).convert("RGB"))
+        for block in placed.blocks:
+            assert SAFE_AREAS[fmt].contains(block.ink), (fmt, scene.id, block.kind, block.ink)
+            assert not block.shortened and block_contrast(frame, block) >= 4.5, (fmt, block.kind)
+
+
+def test_relaid_rendition_is_cropped_from_its_band():
+    from sparklio_assets.render import planes, reframe
+    from sparklio_assets.renditions import band_top
+
+    top = band_top("4:5")
+    canvas = np.zeros((1920 * 3 // 2, 1080), np.uint8)
+    y, _, _ = planes(canvas)
+    y[top:top + 1350] = 200
+    out = next(reframe(iter([canvas]), 1080, 1350, top=top))
+    assert out.shape == (1350 * 3 // 2, 1080) and (planes(out, 1080, 1350)[0] == 200).all()
