@@ -130,6 +130,8 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
             stars = Box(text_col.left, copy.bottom + int(30 * u), text_col.left + int(420 * u), copy.bottom + int(110 * u))
         else:
             copy_top = (badge.bottom + int(40 * u)) if badge else top
+            if not has_product:  # type-led: the claim and the stars in the middle of the frame
+                copy_top = max(copy_top, s.center[1] - int(260 * u))
             copy = Box(s.left, copy_top, s.right, copy_top + int(300 * u))
             stars = Box(s.center[0] - int(230 * u), copy.bottom + int(20 * u), s.center[0] + int(230 * u),
                         copy.bottom + int(100 * u))

@@ -38,7 +38,7 @@ def _soft(layer: Image.Image, radius: float) -> Image.Image:
 
 
 def _shapes(img: Image.Image, lay: SceneLayout, rng: random.Random) -> Image.Image:
-    """Large brand-colour shapes, placed away from the copy box."""
+    """Large, soft brand-colour shapes (translucent: the overlay plates copy where they would cost contrast)."""
     w, h = img.size
     sch = lay.scheme
     layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
@@ -56,14 +56,22 @@ def _shapes(img: Image.Image, lay: SceneLayout, rng: random.Random) -> Image.Ima
             d.polygon([(x, h), (x + int(60 * u), h), (x + int(60 * u) + w // 2, 0), (x + w // 2, 0)],
                       fill=(*mix(sch.background, sch.text, 0.5), 14))
         d.rectangle((0, h - int(24 * u), w, h), fill=(*accent, 255))
+    elif lay.act == "solution" and lay.product is None:  # type-led: two large arcs frame the headline
+        d.ellipse((-int(420 * u), -int(300 * u), int(520 * u), int(640 * u)), fill=(*accent, 45))
+        d.ellipse((w - int(460 * u), h - int(700 * u), w + int(420 * u), h + int(180 * u)), fill=(*accent, 60))
     elif lay.act == "solution":
-        box = lay.product or lay.copy
+        box = lay.product
         if box is not None:
             cx, cy = box.center
             r = int(max(box.width, box.height) * 0.55)
             d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*accent, 40))
             d.ellipse((cx - int(r * 0.7), cy - int(r * 0.7), cx + int(r * 0.7), cy + int(r * 0.7)),
                       fill=(*mix(sch.background, WHITE, 0.6), 120))
+    elif lay.act == "social" and lay.product is None:
+        step = int(70 * u)
+        for y in list(range(step // 2, int(h * 0.16), step)) + list(range(int(h * 0.84), h, step)):
+            for x in range(step // 2, w, step):
+                d.ellipse((x - 5 * u, y - 5 * u, x + 5 * u, y + 5 * u), fill=(*accent, 60))
     elif lay.act == "social":
         step = int(70 * u)
         for y in range(int(h * 0.55), h, step):
@@ -74,13 +82,6 @@ def _shapes(img: Image.Image, lay: SceneLayout, rng: random.Random) -> Image.Ima
                    fill=(*lay.roles.primary, 60 if sch.background != lay.roles.primary else 0))
         d.ellipse((w - int(380 * u), -int(260 * u), w + int(260 * u), int(380 * u)), fill=(*accent, 55))
     layer = _soft(layer, 3 * u)
-    if lay.copy is not None:  # keep the copy's ground flat: shapes fade out under it
-        hole = Image.new("L", img.size, 255)
-        c = lay.copy
-        ImageDraw.Draw(hole).rounded_rectangle((c.left - 30, c.top - 30, c.right + 30, c.bottom + 30), radius=40, fill=0)
-        hole = hole.filter(ImageFilter.GaussianBlur(24))
-        alpha = np.asarray(layer.getchannel("A"), np.float32) * (np.asarray(hole, np.float32) / 255)
-        layer.putalpha(Image.fromarray(alpha.astype(np.uint8)))
     return Image.alpha_composite(img, layer)
 
 
