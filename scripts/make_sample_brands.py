@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _shaded_cylinder(w: int, h: int, base: tuple[int, int, int], radius: int) -> Image.Image:
     x = np.linspace(0, 1, w, dtype=np.float32)
-    light = 0.62 + 0.55 * np.exp(-((x - 0.3) ** 2) / 0.02) - 0.35 * x ** 3 + 0.18 * np.exp(-((x - 0.86) ** 2) / 0.002)
+    light = 0.86 + 0.22 * np.exp(-((x - 0.3) ** 2) / 0.02) - 0.3 * x ** 3 + 0.1 * np.exp(-((x - 0.86) ** 2) / 0.002)
     row = np.clip(np.array(base, np.float32)[None, :] * light[:, None], 0, 255).astype(np.uint8)
     body = Image.fromarray(np.repeat(row[None], h, axis=0)).convert("RGBA")
     mask = Image.new("L", (w, h), 0)
