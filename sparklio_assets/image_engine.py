@@ -135,6 +135,14 @@ def _paste_clipped(img: Image.Image, sprite: Image.Image, x: int, y: int) -> Non
         img.alpha_composite(sprite.crop((left, top, right, bottom)), (max(0, x), max(0, y)))
 
 
+def w_of(size: tuple[int, int]) -> int:
+    return size[0]
+
+
+def h_of(size: tuple[int, int]) -> int:
+    return size[1]
+
+
 def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt: str = MASTER) -> Image.Image:
     """The key image for one scene (RGB, the format's size: 1080x1920 for the master).
     Same inputs, same picture."""
@@ -149,9 +157,16 @@ def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt
         item = brand.product_images[index]
         shot = load_packshot(item.path, item.kind)
         box = lay.product
-        if lay.act == "hook" and not shot.screen:  # partly shown: larger than its box, cut by the frame
-            grow = 1.35
-            box = Box(box.left - int(box.width * (grow - 1) / 2), box.top,
-                      box.right + int(box.width * (grow - 1) / 2), box.bottom + int(box.height * (grow - 1)))
+        if lay.act == "hook" and not shot.screen:  # partly shown: cut by the frame's edge
+            if shot.image.width > 1.2 * shot.image.height and h_of(size) > w_of(size):
+                # A wide product (a shoe) strides in from the right, between the headline and the logo.
+                u = size[0] / 1080
+                top = (lay.copy.bottom if lay.copy else box.top) + int(40 * u)
+                bottom = (lay.logo.top if lay.logo is not None and lay.logo.top > top else lay.safe.bottom) - int(30 * u)
+                box = Box(int(size[0] * 0.36), top, int(size[0] * 1.22), bottom)
+            else:
+                grow = 1.35
+                box = Box(box.left - int(box.width * (grow - 1) / 2), box.top,
+                          box.right + int(box.width * (grow - 1) / 2), box.bottom + int(box.height * (grow - 1)))
         img, _ = place_product(img, product_sprite(shot, box), box, sch.background)
     return img.convert("RGB")

@@ -63,7 +63,7 @@ def test_a_real_ad_passes_every_check(made):
     assert layout.checks_path(store, JOB).parent == layout.video_path(store, JOB).parent
 
 
-def test_a_wrong_video_fails_every_check_in_dagster_and_the_report(made):
+def test_a_wrong_video_fails_every_check_in_dagster_and_the_report(made, capsys):
     """720x1280, 30 fps, 4 s, ~1 Mbps of grey noise: no brand colours, no logo, no readable copy."""
     instance, store, test_defs = made
     wrong = "wrong-ad"
@@ -92,6 +92,13 @@ def test_a_wrong_video_fails_every_check_in_dagster_and_the_report(made):
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["bitrate"]["details"]["bitrate_mbps"] < 5
     assert by_name["brand_palette"]["severity"] == "WARN" and by_name["duration"]["severity"] == "ERROR"
+
+    from sparklio_assets.cli import _print_checks  # what `sparklio generate` prints before exiting 3
+    capsys.readouterr()
+    assert _print_checks(store, wrong) is False
+    printed = capsys.readouterr().out
+    assert "✗ check resolution       720x1280 (want 1080x1920)" in printed
+    assert "✗ check brand_palette" in printed and "✓" not in printed
 
 
 def test_each_brand_check_catches_its_own_fault(made):
