@@ -152,5 +152,11 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
                 product = Box(s.left + s.width // 2 + int(20 * u), s.top, s.right, s.bottom)
         else:
             copy = Box(text_col.left, top + int(60 * u), text_col.right, cta.top - int(80 * u))
+    if product is not None and fmt != MASTER and act != "hook":
+        # Ken Burns zooms the picture up to 1.16x about the frame's centre; a feed frame has no
+        # margin past its safe area, so the packshot is drawn that much closer to the centre.
+        cx, cy, k = width / 2, height / 2, 1 / 1.16
+        product = Box(int(cx + (product.left - cx) * k), int(cy + (product.top - cy) * k),
+                      int(cx + (product.right - cx) * k), int(cy + (product.bottom - cy) * k))
     return SceneLayout(act, fmt, frame, safe, scheme, roles, copy, product, logo, cta, website, legal, badge, stars,
                        align)
