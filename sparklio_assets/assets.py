@@ -46,9 +46,10 @@ from .image_engine import render_key_image
 from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
-from .planner import language_of
-from .formats import MASTER, SIZES, renditions_for
+from .language import language_of
+from .formats import MASTER, SIZES, file_tag, renditions_for
 from .render import SceneInput, frames_bgr, frames_i420
+from .renditions import band_top, relaid_inputs
 from .soundtrack import SoundtrackRecord
 from .soundtrack import build as build_soundtrack
 from .video_probe import VideoInvalid, verify
@@ -200,7 +201,9 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comf
     scene = plan.scene(scene_id)
     started = time.perf_counter()
     key = store.read(layout.key_image_record_path(store, job.job_id, scene_id), KeyImageRecord)
-    overlay, placed = render_overlay(scene, job.brand_kit, job.brief.product, language_of(job.brief))
+    with Image.open(key.path) as picture:  # the overlay plates copy only where this picture needs it
+        backdrop = picture.convert("RGB").resize((WIDTH, HEIGHT))
+    overlay, placed = render_overlay(scene, job.brand_kit, job.brief.product, language_of(job.brief), backdrop=backdrop)
     overlay_path = layout.overlay_path(store, job.job_id, scene_id)
     with atomic_path(overlay_path) as tmp:
         overlay.save(tmp, "PNG")
@@ -361,9 +364,18 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     finals = {MASTER: video_path, **{fmt: layout.rendition_path(store, job_id, fmt) for fmt in sizes if fmt != MASTER}}
     staged = {fmt: staging / path.name for fmt, path in finals.items()}
     segment_dir = segments.folder(store.job_dir(job_id))
+    # 4:5 and 1:1 get their own layout (renditions.py); 16:9 is reframed from the master.
+    layouts = {}
+    for fmt in sizes:
+        if fmt != MASTER:
+            relaid = relaid_inputs(job, plan, scenes, [k.engine for k in keys], fmt,
+                                   store.job_dir(job_id) / "renditions" / file_tag(fmt))
+            if relaid:
+                layouts[fmt] = (relaid, band_top(fmt))
     try:
         assembly = segments.assemble(scenes, sizes, staged, segment_dir, ffmpeg, audio,
-                                     context=job.brand_kit.model_dump_json(), log=context.log.warning)
+                                     context=job.brand_kit.model_dump_json(), log=context.log.warning,
+                                     layouts=layouts)
         thumbnail = _thumbnail(scenes)
         thumbnail.save(staging / thumb_path.name, "JPEG", quality=90)
         total = sum(s.frames for s in scenes)

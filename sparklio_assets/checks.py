@@ -8,15 +8,18 @@
     logo_placement  the logo is found (template match of the brand's logo pill) in every scene whose
                     storyboard asks for it, where it asks for it (logo_bottom_right → bottom-right of
                     the safe area; logo → anywhere inside the safe area)
-    text_contrast   on-screen copy against its plate: WCAG contrast ratio ≥ 4.5:1 for more than 90%
-                    of the text blocks (spec 7.2 "text readability > 90%")
+    text_contrast   text readability (spec 7.2), every block on its own: its ink inside the safe area
+                    and the frame, and its glyphs against the pixels around them at WCAG ≥ 4.5:1
+                    measured in the frame (no share of blocks may fail)
+    product_present the brand's packshot found (SIFT features + RANSAC homography) in every scene
+                    that composes it
     soundtrack      an AAC track as long as the video, at -14 ±1 LUFS with true peak ≤ -0.5 dBTP
                     (the mix's -1 dBTP plus the encoder's overshoot), decoded from the MP4
 
 Frames are sampled once per scene, at 60% of its length (copy fully faded in, away from the
 crossfades), and scaled to the 1080x1920 design grid so a wrong-sized video is still measured.
 
-One step evaluates all eight (the video is decoded once) and yields one AssetCheckResult each, with
+One step evaluates all nine (the video is decoded once) and yields one AssetCheckResult each, with
 the measurements as metadata, so a failing check shows in the Dagster UI with its numbers. The same
 results go to `final/checks.json` beside the video (`layout.checks_path`) for the API.
 """
@@ -46,9 +49,13 @@ from resources.artifacts import ArtifactStore
 from . import store_paths as layout
 from .files import atomic_path
 from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
-from .overlay import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box, contrast, hex_rgb, render_overlay
+from .brand_assets import load_packshot
+from .colour_roles import contrast, hex_rgb
+from .composition import layout_scene, shows_product
+from .geometry import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box
+from .language import language_of
+from .overlay import OverlayLayout, render_overlay
 from .partitions import JOBS
-from .planner import language_of
 from .soundtrack import SAMPLE_RATE, TARGET_LUFS, loudness, read_audio, true_peak_dbtp
 from .video_probe import VideoInfo, probe
 
@@ -57,7 +64,8 @@ PALETTE_TOLERANCE = 0.05  # ±5% of full scale, per channel
 PALETTE_MIN_COVERAGE = 0.002  # a colour is "present" on ≥ 0.2% of the sampled pixels
 LOGO_MIN_SCORE = 0.6  # normalised cross-correlation of the logo pill template
 WCAG_AA = 4.5
-READABLE_SHARE = 0.9
+PRIMARY_MIN_COVERAGE = 0.01  # the primary colour fills ≥ 1% of the sampled pixels: visibly used
+PRODUCT_MIN_INLIERS = 10
 SAMPLE_AT = 0.6
 LOUDNESS_TOLERANCE_LU = 1.0
 PEAK_MAX_DBTP = -0.5
@@ -69,11 +77,13 @@ CHECKS: dict[str, tuple[str, AssetCheckSeverity]] = {
     "resolution": ("1080x1920 (9:16).", AssetCheckSeverity.ERROR),
     "fps": (f"{FPS} frames per second.", AssetCheckSeverity.ERROR),
     "bitrate": ("Video bitrate 5-10 Mbps.", AssetCheckSeverity.ERROR),
-    "brand_palette": ("The brand colours appear in sampled frames within ±5% (spec 7.1).", AssetCheckSeverity.WARN),
+    "brand_palette": ("The brand colours appear in sampled frames within ±5%, the primary on ≥ 1% of the pixels "
+                      "(spec 7.1).", AssetCheckSeverity.WARN),
     "logo_placement": ("The logo is where the storyboard puts it, in every scene that asks for it (spec 7.2).",
                        AssetCheckSeverity.ERROR),
-    "text_contrast": ("On-screen copy reaches WCAG 4.5:1 against its plate in > 90% of text blocks (spec 7.2).",
-                      AssetCheckSeverity.ERROR),
+    "text_contrast": ("Every text block inside the safe area and the frame, each at WCAG ≥ 4.5:1 against what "
+                      "it sits on (spec 7.2).", AssetCheckSeverity.ERROR),
+    "product_present": ("The brand's packshot is found in every scene that shows it.", AssetCheckSeverity.ERROR),
     "soundtrack": ("An AAC soundtrack as long as the video at -14 ±1 LUFS, true peak ≤ -0.5 dBTP.",
                    AssetCheckSeverity.ERROR),
 }
@@ -140,8 +150,8 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def logo_template(scene: Scene, brand: BrandKit, product: str, language: str) -> tuple[np.ndarray, Box] | None:
-    """The logo pill exactly as the overlay draws it for this scene, and its box. The pill is
-    translucent, so it is laid over mid grey: the glyphs and the plate's edge carry the match."""
+    """The logo (the brand's image, or its wordmark pill) exactly as the overlay draws it for this
+    scene, laid over the scene's background colour, and its box."""
     only_logo = [e for e in scene.brand_elements if e in ("logo_bottom_right", "logo")][:1]
     if not only_logo:
         return None
@@ -150,9 +160,10 @@ def logo_template(scene: Scene, brand: BrandKit, product: str, language: str) ->
     box = placed.logo_box
     if box is None:
         return None
+    ground = np.array(layout_scene(scene, brand).scheme.background, np.float32)
     crop = np.asarray(layer.crop((box.left, box.top, box.right, box.bottom)), np.float32)
     alpha = crop[:, :, 3:4] / 255.0
-    rgb = crop[:, :, :3] * alpha + 128.0 * (1 - alpha)
+    rgb = crop[:, :, :3] * alpha + ground * (1 - alpha)
     return _gray(rgb.astype(np.uint8)), box
 
 
@@ -177,8 +188,38 @@ def find_logo(frame: np.ndarray, template: np.ndarray) -> tuple[float, Box]:
     return float(best), Box(2 * x, 2 * y, 2 * x + tw, 2 * y + th)
 
 
+def block_contrast(frame: np.ndarray, block) -> float:
+    """WCAG contrast between a block's glyphs and the pixels right around them, in the frame.
+    The glyph mask comes from the layout; its core (eroded) gives the ink colour, a ring just
+    outside it (dilated, minus the glyphs) the ground colour: medians, so anti-aliasing and
+    the odd stray pixel do not move the result."""
+    ink = block.ink
+    if block.mask is None or ink.width <= 0 or ink.height <= 0:
+        return 1.0
+    pad = 12
+    top, left = max(0, ink.top - pad), max(0, ink.left - pad)
+    bottom, right = min(frame.shape[0], ink.bottom + pad), min(frame.shape[1], ink.right + pad)
+    glyphs = np.zeros((bottom - top, right - left), np.uint8)
+    gy, gx = ink.top - top, ink.left - left
+    h = min(block.mask.shape[0], glyphs.shape[0] - gy)
+    w = min(block.mask.shape[1], glyphs.shape[1] - gx)
+    if h <= 0 or w <= 0:
+        return 1.0
+    glyphs[gy:gy + h, gx:gx + w] = block.mask[:h, :w].astype(np.uint8)
+    core = cv2.erode(glyphs, np.ones((3, 3), np.uint8)) > 0
+    if core.sum() < 20:
+        core = glyphs > 0
+    ring = (cv2.dilate(glyphs, np.ones((13, 13), np.uint8)) > 0) & ~(cv2.dilate(glyphs, np.ones((5, 5), np.uint8)) > 0)
+    region = frame[top:bottom, left:right]
+    if core.sum() < 5 or ring.sum() < 5:
+        return 1.0
+    text = np.median(region[core], axis=0)
+    ground = np.median(region[ring], axis=0)
+    return round(contrast(tuple(int(v) for v in text), tuple(int(v) for v in ground)), 2)
+
+
 def text_block_contrast(frame: np.ndarray, box: Box) -> float:
-    """WCAG contrast between the copy (brightest pixels in the block) and its plate (the median)."""
+    """WCAG contrast between the brightest and the median pixels of a box (for a box with no layout)."""
     inset = 10
     region = frame[box.top + inset:box.bottom - inset, box.left + inset:box.right - inset].reshape(-1, 3)
     if len(region) < 100:
@@ -191,11 +232,41 @@ def text_block_contrast(frame: np.ndarray, box: Box) -> float:
     return round(contrast(tuple(int(v) for v in text), tuple(int(v) for v in plate)), 2)
 
 
+def _features(gray: np.ndarray, mask: np.ndarray | None = None):
+    sift = cv2.SIFT_create(nfeatures=1500)
+    return sift.detectAndCompute(gray, mask)
+
+
+def product_match(frame: np.ndarray, packshot_rgba: np.ndarray) -> int:
+    """How many of the packshot's SIFT features land in the frame consistently with one
+    homography (RANSAC inliers): the product check's measurement."""
+    template = packshot_rgba
+    frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)  # speed
+    scale = min(1.0, 480 / max(template.shape[:2]))
+    if scale < 1:
+        template = cv2.resize(template, (int(template.shape[1] * scale), int(template.shape[0] * scale)),
+                              interpolation=cv2.INTER_AREA)
+    gray_t = cv2.cvtColor(np.ascontiguousarray(template[:, :, :3]), cv2.COLOR_RGB2GRAY)
+    mask = (template[:, :, 3] > 128).astype(np.uint8) * 255 if template.shape[2] == 4 else None
+    kp_t, des_t = _features(gray_t, mask)
+    kp_f, des_f = _features(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+    if des_t is None or des_f is None or len(kp_t) < 4 or len(kp_f) < 4:
+        return 0
+    matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_t, des_f, k=2)
+    good = [m for m, *rest in matches if rest and m.distance < 0.75 * rest[0].distance]
+    if len(good) < 4:
+        return len(good) // 2
+    src = np.float32([kp_t[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
+    dst = np.float32([kp_f[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
+    _, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 6.0)
+    return int(inliers.sum()) if inliers is not None else 0
+
+
 # ---------------------------------------------------------------- the checks
 
 
 def inspect_video(store: ArtifactStore, job_id: str) -> list[CheckOutcome]:
-    """All eight checks for one job's current final video."""
+    """All nine checks for one job's current final video."""
     job: JobSpec = layout.read_job(store, job_id)
     plan: Storyboard = layout.read_storyboard(store, job_id)
     path = layout.video_path(store, job_id)
@@ -210,6 +281,7 @@ def inspect_video(store: ArtifactStore, job_id: str) -> list[CheckOutcome]:
         _palette(frames, job.brand_kit),
         _logo(frames, samples, plan, job),
         _text(frames, samples, plan, job),
+        _product(frames, samples, plan, job),
         _soundtrack(path, info),
     ]
 
@@ -247,10 +319,13 @@ def _palette(frames: dict[int, np.ndarray], brand: BrandKit) -> CheckOutcome:
     coverage = palette_coverage(list(frames.values()), brand.colors)
     present = [c for c, share in coverage.items() if share >= PALETTE_MIN_COVERAGE]
     primary = brand.colors[0]
-    ok = bool(frames) and primary in present and len(present) >= math.ceil(len(brand.colors) / 2)
+    primary_ok = coverage.get(primary, 0.0) >= PRIMARY_MIN_COVERAGE
+    ok = bool(frames) and primary_ok and len(present) >= math.ceil(len(brand.colors) / 2)
     missing = [c for c in brand.colors if c not in present]
     summary = (f"{len(present)}/{len(brand.colors)} brand colours present within ±5%"
-               + (f"; missing {', '.join(missing)}" if missing else ""))
+               + (f"; missing {', '.join(missing)}" if missing else "")
+               + f"; primary {primary} on {coverage.get(primary, 0.0):.1%} of pixels"
+               + ("" if primary_ok else f" (want ≥ {PRIMARY_MIN_COVERAGE:.0%})"))
     return CheckOutcome("brand_palette", ok, summary,
                         {"coverage": coverage, "min_coverage": PALETTE_MIN_COVERAGE,
                          "tolerance": PALETTE_TOLERANCE, "frames_sampled": len(frames)})
@@ -285,21 +360,50 @@ def _logo(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboa
 
 def _text(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboard, job: JobSpec) -> CheckOutcome:
     language = language_of(job.brief)
-    blocks = []
+    blocks, problems = [], []
+    frame_box = Box(0, 0, WIDTH, HEIGHT)
     for scene in plan.scenes:
-        _, placed = render_overlay(scene, job.brand_kit, job.brief.product, language)
         frame = frames.get(samples[scene.id])
-        for kind, box in [("copy", b) for b in placed.text_boxes] + ([("cta", placed.cta_box)] if placed.cta_box else []):
-            ratio = text_block_contrast(frame, box) if frame is not None else 1.0
-            blocks.append({"scene": scene.id, "kind": kind, "ratio": ratio, "readable": ratio >= WCAG_AA})
-    readable = sum(b["readable"] for b in blocks)
-    share = readable / len(blocks) if blocks else 1.0
-    ok = not blocks or share > READABLE_SHARE
+        _, placed = render_overlay(scene, job.brand_kit, job.brief.product, language)  # ink sits alike either way
+        for block in placed.blocks:
+            ratio = block_contrast(frame, block) if frame is not None else 1.0
+            inside = SAFE_AREA.contains(block.ink) and frame_box.contains(block.ink)
+            blocks.append({"scene": scene.id, "kind": block.kind, "text": block.text[:40], "ratio": ratio,
+                           "ink": [block.ink.left, block.ink.top, block.ink.right, block.ink.bottom],
+                           "inside_safe_area": inside, "shortened": block.shortened})
+            if ratio < WCAG_AA:
+                problems.append(f"{scene.id} {block.kind} {ratio}:1 < {WCAG_AA}:1")
+            if not inside:
+                problems.append(f"{scene.id} {block.kind} ink at {blocks[-1]['ink']} outside the safe area")
+    ok = not problems
     worst = min(blocks, key=lambda b: b["ratio"]) if blocks else None
-    summary = (f"{readable}/{len(blocks)} text blocks ≥ {WCAG_AA}:1"
+    summary = ("; ".join(problems[:4]) + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else "")
+               if problems else f"{len(blocks)}/{len(blocks)} text blocks inside the safe area at ≥ {WCAG_AA}:1"
                + (f"; lowest {worst['ratio']}:1 ({worst['scene']} {worst['kind']})" if worst else ""))
-    return CheckOutcome("text_contrast", ok, summary,
-                        {"blocks": blocks, "readable_share": round(share, 3), "min_ratio": WCAG_AA})
+    return CheckOutcome("text_contrast", ok, summary, {"blocks": blocks, "min_ratio": WCAG_AA})
+
+
+def _product(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboard, job: JobSpec) -> CheckOutcome:
+    brand = job.brand_kit
+    showing = [s for s in plan.scenes if shows_product(s, brand)]
+    if not showing:
+        return CheckOutcome("product_present", True, "no scene shows a packshot (the brand kit has no product_images)",
+                            {"scenes": {}})
+    scenes, problems = {}, []
+    for index, scene in enumerate(plan.scenes):
+        if scene not in showing:
+            continue
+        item = brand.product_images[index % len(brand.product_images)]
+        shot = load_packshot(item.path, item.kind)
+        frame = frames.get(samples[scene.id])
+        inliers = product_match(frame, np.asarray(shot.image)) if frame is not None else 0
+        scenes[scene.id] = {"inliers": inliers}
+        if inliers < PRODUCT_MIN_INLIERS:
+            problems.append(f"{scene.id}: packshot not found ({inliers} matching features < {PRODUCT_MIN_INLIERS})")
+    summary = "; ".join(problems) if problems else (
+        f"packshot found in {len(scenes)} scene(s) (≥ {min(v['inliers'] for v in scenes.values())} matching features)")
+    return CheckOutcome("product_present", not problems and bool(frames), summary,
+                        {"scenes": scenes, "min_inliers": PRODUCT_MIN_INLIERS})
 
 
 # ---------------------------------------------------------------- the report for the API
@@ -353,7 +457,7 @@ with warnings.catch_warnings():  # partitioned check specs are a preview feature
 
 
 @multi_asset_check(specs=SPECS, name="final_video_quality", compute_kind="python",
-                   description="Spec 7 quality checks of the finished MP4 (one decode, eight results).")
+                   description="Spec 7 quality checks of the finished MP4 (one decode, nine results).")
 def final_video_quality(context: AssetCheckExecutionContext, store: ArtifactStore):
     job_id = context.partition_key
     outcomes = inspect_video(store, job_id)

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from .models import BrandKit, Brief, EnginePreference, JobSpec, Quality, describe_validation_error
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED_CHECKS = 3
 
 
 class InputError(Exception):
@@ -38,11 +39,15 @@ class InputError(Exception):
 
 def _load(path: Path, model: type, label: str):
     try:
+        if model is BrandKit:  # file paths in a brand kit are relative to the kit's JSON
+            return BrandKit.from_file(path)
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{label}: file {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{label}: {path} is not valid JSON ({error})") from None
+    except ValidationError as error:
+        raise InputError(describe_validation_error(error, label)) from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -69,7 +74,20 @@ def _session(out: str | None):
     return defs, DagsterInstance.get(), store
 
 
-def generate(spec: JobSpec, out: str | None) -> int:
+def _print_checks(store, job_id: str) -> bool:
+    """The quality checks as ✓/✗ lines with their measurements; True when all passed."""
+    from .checks import read_report
+
+    report = read_report(store, job_id)
+    if report is None:
+        _print("checks: not run")
+        return True
+    for check in report["checks"]:
+        _print(f"  {'✓' if check['passed'] else '✗'} check {check['name']:<16} {check['summary']}")
+    return bool(report["passed"])
+
+
+def generate(spec: JobSpec, out: str | None, allow_failed_checks: bool = False) -> int:
     from .pipeline import PipelineError, StageReport, create_job, run_job
 
     defs, instance, store = _session(out)
@@ -98,6 +116,12 @@ def generate(spec: JobSpec, out: str | None) -> int:
     _print(f"thumbnail: {record.thumbnail_path}")
     for fmt, path in record.renditions.items():
         _print(f"{fmt} rendition: {path}")
+    if not _print_checks(store, spec.job_id):
+        if allow_failed_checks:
+            _print("some checks failed (--allow-failed-checks: exit 0)")
+            return 0
+        _print(f"error: some quality checks failed (exit {EXIT_FAILED_CHECKS}; pass --allow-failed-checks to accept)")
+        return EXIT_FAILED_CHECKS
     return 0
 
 
@@ -113,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--engine", choices=get_args(EnginePreference), default="auto",
                      help="LLM route for the storyboard (local = Ollama only)")
     gen.add_argument("--job-id", help="name the job (default: <product>-<date>-<short id>)")
+    gen.add_argument("--allow-failed-checks", action="store_true",
+                     help="exit 0 even when a quality check fails (default: exit 3)")
     demo = sub.add_parser("demo", help="make the sample eye-cream ad shipped with the package")
     demo.add_argument("--out", default="demo_output")
     remake = sub.add_parser("remake-scene", help="re-make one scene of a job and re-assemble its video")
@@ -149,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             data = files("sparklio_assets") / "data"
             brief = Brief.model_validate_json(data.joinpath("demo_brief.json").read_text(encoding="utf-8"))
-            brand = BrandKit.model_validate_json(data.joinpath("demo_brand.json").read_text(encoding="utf-8"))
+            brand = BrandKit.from_file(Path(str(data / "demo_kit" / "brand.json")))  # logo and packshot files
             return generate(JobSpec(brief=brief, brand=brand), args.out)
         if args.command == "generate":
             brief = _load(args.brief, Brief, "brief")
@@ -159,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                                **({"job_id": args.job_id} if args.job_id else {}))
             except ValidationError as error:
                 raise InputError(describe_validation_error(error, "job")) from None
-            return generate(spec, args.out)
+            return generate(spec, args.out, args.allow_failed_checks)
         if args.command == "run-job":
             return run_existing_job(args.job_id, args.scene, args.out, _run_config(args.run_config))
         if args.command == "serve":

@@ -8,11 +8,9 @@ Feed placements: Instagram feed 4:5 (portrait feed, the largest area it shows); 
 
 from __future__ import annotations
 
+from .geometry import MASTER, SAFE_AREAS, SIZES  # noqa: F401  (frame geometry lives in geometry.py)
 from .models import Channel
 
-MASTER = "9:16"
-SIZES: dict[str, tuple[int, int]] = {"9:16": (1080, 1920), "4:5": (1080, 1350), "1:1": (1080, 1080),
-                                     "16:9": (1920, 1080)}
 CHANNEL_FORMAT: dict[Channel, str] = {
     "instagram_reels": "9:16", "instagram_stories": "9:16", "youtube_shorts": "9:16", "tiktok": "9:16",
     "facebook_reels": "9:16", "instagram_feed": "4:5", "facebook_feed": "1:1", "youtube": "16:9",

@@ -14,7 +14,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pathlib import Path
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 FPS = 24
 FRAME = 1 / FPS
@@ -97,8 +100,61 @@ class Brief(_Strict):
         return value
 
 
+def _brand_file(value: str | None, info: ValidationInfo) -> str | None:
+    """A path in a brand JSON, relative to that file (the validation context's `base_dir`), made
+    absolute so the kit reads the same wherever the job runs."""
+    if value is None or value == "":
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        base = (info.context or {}).get("base_dir") if info.context else None
+        path = (Path(base) if base else Path.cwd()) / path
+    return str(path.resolve())
+
+
+def _checked(value: str | None, info: ValidationInfo, check) -> str | None:
+    from .brand_assets import AssetError
+
+    path = _brand_file(value, info)
+    if path is not None:
+        try:
+            check(Path(path))
+        except AssetError as error:
+            raise ValueError(str(error)) from None
+    return path
+
+
+class ProductImage(_Strict):
+    """One packshot. `kind`: packshot (cut out of its plain background when it has no alpha),
+    screen (an app screenshot or full-bleed photo, shown whole in a device frame), or auto
+    (alpha or a plain border → packshot, else screen)."""
+
+    path: str
+    kind: Literal["auto", "packshot", "screen"] = "auto"
+
+    @field_validator("path")
+    @classmethod
+    def _image(cls, value: str, info: ValidationInfo) -> str:
+        from .brand_assets import check_image
+        return _checked(value, info, check_image)  # type: ignore[return-value]
+
+
+class BrandFonts(_Strict):
+    """Optional brand fonts (TTF/OTF). Characters a font lacks are set in the packaged NanumGothic."""
+
+    headline: str | None = None
+    body: str | None = None
+
+    @field_validator("headline", "body")
+    @classmethod
+    def _font(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from .brand_assets import check_font
+        return _checked(value, info, check_font)
+
+
 class BrandKit(_Strict):
-    """A brand's look: applied to every frame of every scene."""
+    """A brand's look: applied to every frame of every scene. Paths (logo, product_images, fonts)
+    are relative to the brand JSON file: read one with `BrandKit.from_file`."""
 
     brand_id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=80)
@@ -106,8 +162,31 @@ class BrandKit(_Strict):
     tone_keywords: list[str] = Field(default_factory=list, max_length=10)
     logo_text: str = Field(default="", max_length=40)
     cta_default: str = Field(default="", max_length=ONSCREEN_TEXT_MAX)
+    logo: str | None = Field(default=None, description="PNG/WebP with alpha, or SVG")
+    product_images: list[ProductImage] = Field(default_factory=list, max_length=8,
+                                               description="packshots: alpha PNG/WebP, or JPEG/PNG on a plain background")
+    fonts: BrandFonts = Field(default_factory=BrandFonts)
+    legal_text: str = Field(default="", max_length=300, description="verbatim small print on the end card")
+    website: str = Field(default="", max_length=80, description="shown on the CTA card")
 
     _colors_hex = field_validator("colors", mode="after")(lambda cls, v: [_hex(c) for c in v])
+
+    @field_validator("logo")
+    @classmethod
+    def _logo_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from .brand_assets import check_image
+        return _checked(value, info, lambda p: check_image(p, allow_svg=True))
+
+    @field_validator("product_images", mode="before")
+    @classmethod
+    def _plain_paths(cls, value):
+        return [{"path": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> BrandKit:
+        """Read a brand JSON, resolving its file paths against the file's folder."""
+        path = Path(path)
+        return cls.model_validate_json(path.read_text(encoding="utf-8"), context={"base_dir": str(path.parent)})
 
     @classmethod
     def default_for(cls, brief: Brief) -> BrandKit:
@@ -200,6 +279,21 @@ class JobSpec(_Strict):
     @property
     def brand_kit(self) -> BrandKit:
         return self.brand or BrandKit.default_for(self.brief)
+
+    @model_validator(mode="after")
+    def _brand_fonts_set_the_copy(self) -> JobSpec:
+        """A Korean ad's brand font must have Hangul: otherwise every syllable would fall back to
+        the packaged font and the brand font would set only the digits."""
+        from .language import language_of
+        from .typography import hangul_glyphs
+
+        if self.brand is not None and language_of(self.brief) == "ko":
+            for role in ("headline", "body"):
+                path = getattr(self.brand.fonts, role)
+                if path and hangul_glyphs(path) == 0:
+                    raise ValueError(f"brand.fonts.{role}: no Hangul glyphs in {Path(path).name} "
+                                     "(the brief is Korean); give a font with Hangul or leave it out")
+        return self
 
 
 class KeyImageRecord(BaseModel):

@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass
 
 from .copy_safety import safe_brief
-from .models import FPS, PURPOSES, BrandKit, Brief, Scene, Storyboard, StoryboardMetadata
+from .language import HANGUL, language_of
+from .models import FPS, ONSCREEN_TEXT_MAX, PURPOSES, BrandKit, Brief, Scene, Storyboard, StoryboardMetadata
 
-HANGUL = re.compile(r"[\uac00-\ud7a3]")
+__all__ = ["language_of", "plan_storyboard", "scene_plan", "english_audience", "split_frames"]
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,19 @@ EXTRA_SCENE_SECONDS = 3.5
 # Which acts get the extra scenes of a longer ad, in order: the middle of the story grows first.
 GROWTH = (2, 3, 1, 2, 0, 3, 1)
 
+# The copy never quotes the audience field: it describes who the ad is for, in the marketer's words
+# ("20-30대 직장인"), not something to say to them. Follow-ups cycle, so no two neighbouring scenes
+# share a caption however long the ad.
 COPY = {
     "ko": {
-        PURPOSES[0]: ("{audience}, 오늘도 지치셨나요?", "{audience}의 하루, 이대로 괜찮을까요?"),
+        PURPOSES[0]: ("오늘도 하루가 길었나요?", "바쁜 하루 끝, 나를 위한 시간은 있었나요?"),
         PURPOSES[1]: ("매일 반복되는 고민", "작은 불편이 쌓이면 하루가 무거워집니다."),
         PURPOSES[2]: ("{product}", "{product}, {brand}가 찾은 해답입니다."),
         PURPOSES[3]: ("믿을 수 있는 선택, {brand}", "많은 분들이 {brand}와 함께 달라진 하루를 경험하고 있어요."),
         PURPOSES[4]: ("{cta}", ""),
     },
     "en": {
-        PURPOSES[0]: ("Running on empty?", "{audience}: does your day drain you too?"),
+        PURPOSES[0]: ("Running on empty?", "Long day? You deserve something that keeps up."),
         PURPOSES[1]: ("Same struggle, every day", "Small frictions pile up until the whole day feels heavy."),
         PURPOSES[2]: ("Meet {product}", "{product}: the answer {brand} built for you."),
         PURPOSES[3]: ("Trusted by people like you", "People are already making their day better with {brand}."),
@@ -55,10 +59,14 @@ COPY = {
     },
 }
 FOLLOW_UP = {
-    "ko": {PURPOSES[1]: "이런 순간, 익숙하지 않나요?", PURPOSES[2]: "이제 더 가볍게",
-           PURPOSES[3]: "직접 느껴보세요", PURPOSES[0]: "잠깐, 주목!"},
-    "en": {PURPOSES[1]: "Sound familiar?", PURPOSES[2]: "Ready when you are",
-           PURPOSES[3]: "See the difference", PURPOSES[0]: "Wait for it"},
+    "ko": {PURPOSES[1]: ("이런 순간, 익숙하지 않나요?", "미루다 보면 더 커지는 불편", "이제는 바꿀 때입니다"),
+           PURPOSES[2]: ("이제 더 가볍게", "매일 쓰기 쉽게", "필요한 것만 담았습니다"),
+           PURPOSES[3]: ("직접 느껴보세요", "꾸준함이 만드는 차이", "오늘부터 달라집니다"),
+           PURPOSES[0]: ("잠깐, 주목!", "지금 이 순간에도")},
+    "en": {PURPOSES[1]: ("Sound familiar?", "It only adds up", "Time for a change"),
+           PURPOSES[2]: ("Ready when you are", "Made for every day", "Only what you need"),
+           PURPOSES[3]: ("See the difference", "Small steps, real change", "Start today"),
+           PURPOSES[0]: ("Wait for it", "Right now")},
 }
 CTA_DEFAULT = {"ko": "지금 바로 만나보세요", "en": "Try it today"}
 VISUALS = {
@@ -70,11 +78,6 @@ VISUALS = {
 }
 MOODS = {"energetic": "upbeat_energetic", "playful": "upbeat_playful", "luxury": "elegant_minimal",
          "calm": "calm_inspiring", "warm": "calm_inspiring", "professional": "calm_inspiring"}
-
-
-def language_of(brief: Brief) -> str:
-    text = " ".join((brief.product, brief.target_audience, brief.goal))
-    return "ko" if HANGUL.search(text) else "en"
 
 
 # Image models' text encoders (CLIP) read English: the built-in planner writes image prompts in
@@ -129,9 +132,16 @@ def split_frames(total_frames: int, weights: list[float]) -> list[int]:
     return [b - a for a, b in zip(cum, cum[1:])]
 
 
-def _fit(text: str, limit: int = 40) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+def _fit(text: str, limit: int = ONSCREEN_TEXT_MAX) -> str:
+    """Shorten at a word boundary (the renderer fits the rest to its box)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    words = text.split(" ")
+    while len(words) > 1 and len(" ".join(words)) > limit - 1:
+        words.pop()
+    kept = " ".join(words).rstrip(",.:;·-")
+    return (kept if len(kept) <= limit - 1 else kept[: limit - 1]) + "…"
 
 
 def plan_storyboard(brief: Brief, brand: BrandKit) -> Storyboard:
@@ -146,20 +156,29 @@ def plan_storyboard(brief: Brief, brand: BrandKit) -> Storyboard:
         "brand": brand.name, "goal": brief.goal, "tone": brief.tone.replace("_", " "),
         "colors": " and ".join(brand.colors), "cta": brand.cta_default or CTA_DEFAULT[lang],
     }
-    scenes, seen = [], set()
+    scenes: list[Scene] = []
+    seen: set[int] = set()
+    repeats: dict[int, int] = {}
     for index, (act_index, n_frames) in enumerate(zip(acts, frames), start=1):
         act = ACTS[act_index]
         first = act_index not in seen
         seen.add(act_index)
         onscreen, narration = COPY[lang][act.purpose]
         if not first:
-            onscreen, narration = FOLLOW_UP[lang][act.purpose], ""
+            options = FOLLOW_UP[lang][act.purpose]
+            onscreen, narration = options[(repeats.get(act_index, 0)) % len(options)], ""
+            repeats[act_index] = repeats.get(act_index, 0) + 1
+        if act.purpose == PURPOSES[2] and first and len(onscreen.format(**values)) > ONSCREEN_TEXT_MAX:
+            onscreen = "{product}"  # a long product name: no "Meet ..." prefix
+        text = _fit(onscreen.format(**values))
+        if scenes and text == scenes[-1].onscreen_text:  # never the same caption twice in a row
+            text = _fit(FOLLOW_UP[lang][act.purpose][-1])
         scenes.append(Scene(
             id=f"scene_{index:03d}",
             purpose=act.purpose,
             duration_seconds=n_frames / FPS,
             narration=_fit(narration.format(**values), 200),
-            onscreen_text=_fit(onscreen.format(**values)),
+            onscreen_text=text,
             image_prompt=VISUALS[act.purpose].format(**values) + ", vertical 9:16, HD",
             motion_style=act.motion if first else ACTS[(act_index + 1) % len(ACTS)].motion,
             brand_elements=list(act.brand_elements if first else act.extra_elements),

@@ -262,16 +262,19 @@ def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> I
         yield cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
 
 
-def reframe(frames: Iterator[np.ndarray], width: int, height: int) -> Iterator[np.ndarray]:
-    """The 9:16 master's I420 frames as another format (4:5, 1:1, 16:9), still I420.
+def reframe(frames: Iterator[np.ndarray], width: int, height: int, top: int | None = None) -> Iterator[np.ndarray]:
+    """I420 frames of the 1080x1920 canvas as another format (4:5, 1:1, 16:9), still I420.
 
-    The copy and brand elements live in the master's safe area, so every rendition keeps all of
-    it: where the target is tall enough, a full-width crop centred on the safe area (4:5 needs
-    no more); otherwise the safe-area band scaled to the target's height, centred over a blurred,
-    dimmed fill made from the same frame (the usual way vertical footage fills a wide screen)."""
+    With `top`, the frames were rendered with the format's own layout in a band of the canvas
+    (renditions.py): the band from `top` is cropped out as it is. Without it, the master's copy and
+    brand elements live in its safe area, so every rendition keeps all of it: where the target is
+    tall enough, a full-width crop centred on the safe area; otherwise the safe-area band scaled to
+    the target's height over a blurred, dimmed fill made from the same frame."""
     band_h = round(WIDTH * height / width) // 2 * 2
     centre = (SAFE_AREA.top + SAFE_AREA.bottom) // 2
-    if band_h >= SAFE_AREA.height:  # a crop holds the whole safe area
+    if top is not None and width == WIDTH and height <= HEIGHT:
+        top, inner, offset, fill, band_h = top // 2 * 2, (width, height), (0, 0), False, height
+    elif band_h >= SAFE_AREA.height:  # a crop holds the whole safe area
         top = min(max(0, centre - band_h // 2), HEIGHT - band_h) // 2 * 2
         inner, offset, fill = (width, height), (0, 0), False
     else:

@@ -130,16 +130,19 @@ def segment_key(scenes: list[SceneInput], timeline: Timeline, segment: tuple[int
 
 
 def _frames(scenes: list[SceneInput], crossfade: int, start: int, stop: int,
-            size: tuple[int, int], master: tuple[int, int]) -> Iterator[np.ndarray]:
+            size: tuple[int, int], master: tuple[int, int], top: int | None) -> Iterator[np.ndarray]:
     frames = frames_i420(scenes, crossfade, start, stop)
-    return frames if size == master else reframe(frames, *size)
+    return frames if size == master else reframe(frames, *size, top=top)
 
 
 def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], outputs: dict[str, Path],
              segment_dir: Path, encoder: Encoder, audio: Path | None, context: str,
-             log: Callable[[str], None] = lambda _: None, crossfade: int = CROSSFADE_FRAMES) -> AssemblyRecord:
+             log: Callable[[str], None] = lambda _: None, crossfade: int = CROSSFADE_FRAMES,
+             layouts: dict[str, tuple[list[SceneInput], int]] | None = None) -> AssemblyRecord:
     """Write each format's MP4 (sizes[fmt] → outputs[fmt]) from segments, encoding only those not
-    already in segment_dir. `context` is what else decides every segment (the brand kit)."""
+    already in segment_dir. `context` is what else decides every segment (the brand kit).
+    `layouts[fmt]` gives a format laid out on its own (renditions.py): its scenes, rendered in a band
+    of the canvas starting at the given row; other formats are reframed from the master's scenes."""
     timeline = Timeline(scenes, crossfade)
     plan, digest = timeline.segments(), _Digests()
     master = sizes[MASTER]
@@ -147,9 +150,10 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
     encode_seconds = join_seconds = 0.0
     for fmt, size in sizes.items():
         parts = []
+        fmt_scenes, top = (layouts or {}).get(fmt, (scenes, None))
         for index, segment in enumerate(plan):
             start, stop, shown = segment
-            key = segment_key(scenes, timeline, segment, size, encoder, context, digest)
+            key = segment_key(fmt_scenes, timeline, segment, size, encoder, f"{context}|band={top}", digest)
             path = segment_dir / f"{file_tag(fmt)}-{key[:24]}.mp4"
             cost = path.with_suffix(".json")
             reused = path.is_file()
@@ -157,7 +161,8 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
                 seconds = json.loads(cost.read_text())["encode_seconds"] if cost.is_file() else 0.0
             else:
                 began = time.perf_counter()
-                encoder.encode_i420(lambda s=start, e=stop: _frames(scenes, timeline.crossfade, s, e, size, master),
+                encoder.encode_i420(lambda s=start, e=stop: _frames(fmt_scenes, timeline.crossfade, s, e, size, master,
+                                                                          top),
                                     size[0], size[1], FPS, path, log=log,
                                     check=lambda p, n=stop - start: check_segment(p, size[0], size[1], n))
                 seconds = round(time.perf_counter() - began, 3)

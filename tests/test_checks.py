@@ -1,5 +1,6 @@
-"""Spec 7 quality checks on final_video: a real 5 s ad passes all eight; a deliberately wrong video
-fails all eight, in Dagster (the UI's check results) and in final/checks.json (the API's)."""
+"""Spec 7 quality checks on final_video: a real 5 s ad made from the shipped brand kit (logo and
+packshot files) passes all nine; a deliberately wrong video fails all nine, in Dagster (the UI's
+check results) and in final/checks.json (the API's)."""
 
 import json
 import shutil
@@ -14,7 +15,7 @@ from resources.ffmpeg import FFmpegRunner
 from sparklio_assets import store_paths as layout
 from sparklio_assets.checks import CHECKS, inspect_video, read_report
 from sparklio_assets.definitions import defs
-from sparklio_assets.models import JobSpec
+from sparklio_assets.models import BrandKit, JobSpec
 from sparklio_assets.pipeline import QUIET, create_job, run_job
 
 DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
@@ -33,7 +34,7 @@ def made(tmp_path_factory):
     store = ArtifactStore(home=str(root / "home"))
     (root / "dagster").mkdir()
     brief = {**json.loads((DATA / "demo_brief.json").read_text()), "duration": 5}
-    spec = JobSpec(job_id=JOB, brief=brief, brand=json.loads((DATA / "demo_brand.json").read_text()))
+    spec = JobSpec(job_id=JOB, brief=brief, brand=BrandKit.from_file(DATA / "demo_kit" / "brand.json"))
     # Re-runs just the checks (the UI's "Execute checks"), leaving the video as it is.
     checks_only = define_asset_job("final_video_checks", selection=AssetSelection.checks_for_assets("final_video"))
     test_defs = Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=[*defs.jobs, checks_only],
@@ -55,11 +56,15 @@ def test_a_real_ad_passes_every_check(made):
         assert result.partition == JOB
         assert "summary" in result.metadata and "details" in result.metadata
     report = read_report(store, JOB)
-    assert report["passed"] and report["failed"] == [] and len(report["checks"]) == 8
+    assert report["passed"] and report["failed"] == [] and len(report["checks"]) == 9
+    by_name = {c["name"]: c for c in report["checks"]}
+    blocks = by_name["text_contrast"]["details"]["blocks"]
+    assert blocks and all(b["ratio"] >= 4.5 and b["inside_safe_area"] for b in blocks)
+    assert by_name["product_present"]["details"]["scenes"], "the 5 s ad shows the packshot"
     assert layout.checks_path(store, JOB).parent == layout.video_path(store, JOB).parent
 
 
-def test_a_wrong_video_fails_every_check_in_dagster_and_the_report(made):
+def test_a_wrong_video_fails_every_check_in_dagster_and_the_report(made, capsys):
     """720x1280, 30 fps, 4 s, ~1 Mbps of grey noise: no brand colours, no logo, no readable copy."""
     instance, store, test_defs = made
     wrong = "wrong-ad"
@@ -81,12 +86,20 @@ def test_a_wrong_video_fails_every_check_in_dagster_and_the_report(made):
     assert "720x1280" in results["resolution"].description
     assert "30 fps" in results["fps"].description
     assert "logo not found" in results["logo_placement"].description
+    assert "packshot not found" in results["product_present"].description
 
     report = read_report(store, wrong)
     assert not report["passed"] and set(report["failed"]) == set(CHECKS)
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["bitrate"]["details"]["bitrate_mbps"] < 5
     assert by_name["brand_palette"]["severity"] == "WARN" and by_name["duration"]["severity"] == "ERROR"
+
+    from sparklio_assets.cli import _print_checks  # what `sparklio generate` prints before exiting 3
+    capsys.readouterr()
+    assert _print_checks(store, wrong) is False
+    printed = capsys.readouterr().out
+    assert "✗ check resolution       720x1280 (want 1080x1920)" in printed
+    assert "✗ check brand_palette" in printed and "✓" not in printed
 
 
 def test_each_brand_check_catches_its_own_fault(made):
@@ -97,11 +110,12 @@ def test_each_brand_check_catches_its_own_fault(made):
 
     other = "other-brand"
     shutil.copytree(store.job_dir(JOB), store.job_dir(other))
-    brand = job.brand_kit.model_copy(update={"colors": ["#00C853", "#D500F9"]})
+    brand = job.brand_kit.model_copy(update={"colors": ["#4A2D7C", "#E0F0E8"]})
     write_model(layout.job_path(store, other), job.model_copy(update={"job_id": other, "brand": brand}))
     failed = {o.name: o for o in inspect_video(store, other) if not o.passed}
     assert set(failed) == {"brand_palette"}
-    assert "missing #00C853, #D500F9" in failed["brand_palette"].summary
+    assert "missing #4A2D7C" in failed["brand_palette"].summary
+    assert "primary #4A2D7C on 0.0% of pixels (want ≥ 1%)" in failed["brand_palette"].summary
 
     moved = "logo-moved"
     shutil.copytree(store.job_dir(JOB), store.job_dir(moved))
