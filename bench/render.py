@@ -66,7 +66,8 @@ def prepare(duration: int, workdir: Path) -> Path:
     from sparklio_assets.image_engine import render_key_image
     from sparklio_assets.models import MotionRecord
     from sparklio_assets.overlay import render_overlay
-    from sparklio_assets.planner import language_of, plan_storyboard
+    from sparklio_assets.language import language_of
+    from sparklio_assets.planner import plan_storyboard
 
     brief, brand = demo_inputs(duration)
     plan = plan_storyboard(brief, brand)

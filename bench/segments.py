@@ -43,7 +43,8 @@ KINDS = ("single_pass", "segmented", "reassembly")
 def remake_middle(scenes_json: Path) -> int:
     """Re-draw the middle scene's overlay with new copy, as a re-made scene would; its index."""
     from sparklio_assets.overlay import render_overlay
-    from sparklio_assets.planner import language_of, plan_storyboard
+    from sparklio_assets.language import language_of
+    from sparklio_assets.planner import plan_storyboard
 
     from bench.render import demo_inputs
 

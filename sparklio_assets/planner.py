@@ -16,7 +16,7 @@ from .copy_safety import safe_brief
 from .language import HANGUL, language_of
 from .models import FPS, ONSCREEN_TEXT_MAX, PURPOSES, BrandKit, Brief, Scene, Storyboard, StoryboardMetadata
 
-__all__ = ["language_of", "plan_storyboard", "scene_plan", "english_audience", "split_frames"]
+__all__ = ["plan_storyboard", "scene_plan", "english_audience", "split_frames"]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from scipy.ndimage import minimum_filter1d
 from .files import atomic_path
 from .models import JobSpec, Scene, Storyboard
 from .music import SAMPLE_RATE, compose, style_for
-from .planner import language_of
+from .language import language_of
 
 TARGET_LUFS = -14.0
 CEILING_DBTP = -1.0

@@ -15,7 +15,8 @@ from importlib.resources import files
 from typing import Any
 
 from sparklio_assets.models import MAX_SCENES, ONSCREEN_TEXT_MAX, BrandKit, Brief
-from sparklio_assets.planner import language_of, scene_plan
+from sparklio_assets.language import language_of
+from sparklio_assets.planner import scene_plan
 
 SYSTEM = {"usp": "strategist.md", "draft": "scene_planner.md", "refine": "copywriter.md"}
 TASK = {"usp": "usp_task.md", "draft": "draft_task.md", "refine": "refine_task.md"}
