@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 LOCK_FD_ENV = "SPARKLIO_WORKER_LOCK_FD"
+SLOT_FD_ENV = "SPARKLIO_WORKER_SLOT_FD"
 MAX_WORKERS_ENV = "SPARKLIO_MAX_WORKERS"
 DEFAULT_MAX_WORKERS = 2
 
@@ -134,26 +135,60 @@ def job_guard(job_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-@contextmanager
-def worker_slot(home: Path, on_wait=lambda: None) -> Iterator[int]:
-    """At most $SPARKLIO_MAX_WORKERS (default 2) workers render at once on this machine; the
-    others wait here (the API reports them as queued). A slot is a flock, freed when its holder dies."""
-    slots = max(1, int(os.environ.get(MAX_WORKERS_ENV) or DEFAULT_MAX_WORKERS))
-    folder = home / "worker-slots"
+def slot_count() -> int:
+    return max(1, int(os.environ.get(MAX_WORKERS_ENV) or DEFAULT_MAX_WORKERS))
+
+
+def _slot_paths(home: Path) -> list[Path]:
+    return [home / "worker-slots" / f"slot-{i}.lock" for i in range(slot_count())]
+
+
+def wait_for_slot(home: Path, on_wait=lambda: None) -> int:
+    """An fd holding one of the $SPARKLIO_MAX_WORKERS (default 2) slot locks of this machine,
+    waiting as long as all are taken. A slot is a flock, freed when its holder dies."""
     waited = False
     while True:
-        for i in range(slots):
-            fd = _try_lock(folder / f"slot-{i}.lock")
+        for path in _slot_paths(home):
+            fd = _try_lock(path)
             if fd is not None:
-                try:
-                    yield i
-                finally:
-                    os.close(fd)
-                return
+                return fd
         if not waited:
             on_wait()
             waited = True
         time.sleep(0.5)
+
+
+@contextmanager
+def worker_slot(home: Path, on_wait=lambda: None) -> Iterator[int]:
+    """Held while a worker renders: the slot its small waiter process took before starting it
+    (`SPARKLIO_WORKER_SLOT_FD`), else one taken here (a worker started by hand)."""
+    inherited = os.environ.pop(SLOT_FD_ENV, None)
+    fd = int(inherited) if inherited else wait_for_slot(home, on_wait)
+    if inherited:
+        os.set_inheritable(fd, False)  # the slot stays with this process, not its children
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def busy_slots(home: Path) -> int:
+    return sum(1 for path in _slot_paths(home) if is_running_lock(path))
+
+
+def waiting_count(home: Path) -> int:
+    """Jobs whose worker is alive but waits for a slot: the queue."""
+    alive = sum(1 for lock in (home / "jobs").glob("*/worker/run.lock") if is_running_lock(lock))
+    return max(0, alive - busy_slots(home))
+
+
+def _wait_then_exec(home: str, argv: list[str]) -> None:
+    """The queued state of a job: this small stdlib-only process (not a full worker with Dagster
+    loaded) waits for a slot, then becomes the worker, handing it the slot's lock."""
+    fd = wait_for_slot(Path(home), on_wait=lambda: print("waiting for a free worker slot", flush=True))
+    os.set_inheritable(fd, True)
+    os.environ[SLOT_FD_ENV] = str(fd)
+    os.execv(argv[0], argv)
 
 
 def _reap(process: subprocess.Popen) -> None:
@@ -169,13 +204,15 @@ def launch(job_dir: Path, kind: str, args: list[str], env: dict[str, str], scene
         argv = [sys.executable, "-m", "sparklio_assets.cli", "run-job", *args]
         record = WorkerRecord(kind=kind, scene_id=scene_id, requested_at=datetime.now(timezone.utc).isoformat(),
                               argv=argv[2:])
+        home = env.get("SPARKLIO_HOME") or str(job_dir.parent.parent)
         write_record(job_dir, record)
         log = log_path(job_dir)
         with open(log, "ab") as out:
             out.write(f"--- {record.requested_at} {' '.join(argv[2:])}\n".encode())
             out.flush()
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(worker_dir(job_dir)),
+                [sys.executable, "-m", "api.worker", home, *argv], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, cwd=str(worker_dir(job_dir)),
                 env={**env, LOCK_FD_ENV: str(fd), "PYTHONUNBUFFERED": "1"}, pass_fds=(fd,),
                 start_new_session=True, close_fds=True)
         _reap(process)
@@ -225,3 +262,7 @@ def log_tail(job_dir: Path, lines: int = 5) -> str:
     useful = [line for line in text.splitlines()[-200:] if line.strip() and "Warning" not in line
               and not line.startswith("--- ")]
     return "\n".join(useful[-lines:])
+
+
+if __name__ == "__main__":  # python -m api.worker HOME ARGV...: see _wait_then_exec
+    _wait_then_exec(sys.argv[1], sys.argv[2:])

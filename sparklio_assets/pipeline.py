@@ -24,6 +24,7 @@ from resources.artifacts import ArtifactStore, write_model
 from . import distributed, layout
 from .models import JobSpec, KeyImageRecord, MotionRecord, VideoRecord
 from .partitions import JOBS, scene_key
+from .step_failures import describe_step_failures
 
 JOB_TAG = "sparklio/job_id"
 # Warnings and errors from in-process runs reach the terminal; the rest is in the run's event log.
@@ -71,9 +72,7 @@ def _execute(defs: Definitions, job_name: str, partition_key: str, instance: Dag
     else:  # the configured executor (Celery) places the steps on its workers, so run the job through it
         result = distributed.execute_on_cluster(defs, job_name, partition_key, instance, tags, config)
     if not result.success:
-        failures = result.get_step_failure_events()
-        reason = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
-                           for e in failures if e.step_failure_data.error) or "run failed"
+        reason = describe_step_failures(result.get_step_failure_events()) or "run failed"
         raise PipelineError(f"{stage} failed (run {result.run_id}): {reason}")
     return result.run_id
 
