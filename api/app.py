@@ -13,6 +13,7 @@ Settings: see api/settings.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +41,8 @@ DESCRIPTION = ("Brief in, vertical ad out (spec section 4). Every stage is a Dag
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     store = ArtifactStore(**({"home": settings.home} if settings.home else {}))
+    if settings.home:  # the in-process storyboard run reads the media folder from the environment
+        os.environ["SPARKLIO_HOME"] = str(store.folder)
     dagster_home = ensure_dagster_home(store.folder)
     runtime = Runtime(settings=settings, store=store, instance=DagsterInstance.get(), dagster_home=str(dagster_home))
 

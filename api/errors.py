@@ -45,8 +45,9 @@ def body_problem(reason: str) -> JSONResponse:
     return problem_422([FieldError(field="(body)", location="body", reason=reason)])
 
 
-def disk_full(error: OSError) -> bool:
-    return error.errno in DISK_FULL or "No space left on device" in str(error)
+def disk_full(error: Exception) -> bool:
+    """An OSError of a full disk or quota, or a stage failure whose reason is one."""
+    return getattr(error, "errno", None) in DISK_FULL or "No space left on device" in str(error)
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -4,6 +4,7 @@ re-make one scene. Jobs are Dagster runs tagged `sparklio/job_id`; rendering hap
 
 from __future__ import annotations
 
+import errno
 import shutil
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
@@ -16,6 +17,7 @@ from resources.artifacts import write_model
 from sparklio_assets import layout
 from sparklio_assets.checks import read_report
 from sparklio_assets.models import JobSpec, Storyboard
+from sparklio_assets.partitions import JOBS
 
 from .. import jobs, worker
 from ..dependencies import JobDep, JobId, LinksDep, RuntimeDep, Runtime, load_job
@@ -54,23 +56,39 @@ def make_storyboard(body: StoryboardRequest, runtime: RuntimeDep, links: LinksDe
     from sparklio_assets.pipeline import PipelineError, create_job, make_storyboard
 
     spec = JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard")
-    job_dir = runtime.store.job_dir(spec.job_id)
     try:
         create_job(spec, runtime.instance, runtime.store)
-    except OSError:
-        shutil.rmtree(job_dir, ignore_errors=True)  # a full disk leaves no empty job folder behind
-        raise
-    try:
         with runtime.storyboard_lock:
             run_id = make_storyboard(spec.job_id, defs, runtime.instance, runtime.store)
-    except PipelineError as error:
-        if disk_full(error):
-            raise OSError(28, str(error)) from None  # answered as 507
-        raise HTTPException(500, detail=str(error)) from None
+    except (OSError, PipelineError) as error:
+        if not disk_full(error) and isinstance(error, PipelineError):
+            raise HTTPException(500, detail=str(error)) from None
+        forget(runtime, spec.job_id)  # the caller never got the id: a full disk leaves no job folder behind
+        if isinstance(error, OSError):
+            raise
+        raise OSError(errno.ENOSPC, f"No space left on device ({error})") from None  # answered as 507
     plan = layout.read_storyboard(runtime.store, spec.job_id)
     return StoryboardResponse(storyboard_id=spec.job_id, storyboard=plan, estimated_cost=jobs.total_cost(plan),
                               estimated_time=estimate(runtime, plan), dagster_run_id=run_id,
                               status_url=links(f"/video/status/{spec.job_id}"))
+
+
+def forget(runtime: Runtime, job_id: str) -> None:
+    """Remove a job that could not be created: its folder and its Dagster partition."""
+    shutil.rmtree(runtime.store.job_dir(job_id), ignore_errors=True)
+    try:
+        runtime.instance.delete_dynamic_partition(JOBS.name, job_id)
+    except Exception:  # best effort: an unused partition only costs a row
+        pass
+
+
+def without_paths(value):
+    """The checks report minus the server's file paths (`video_path`, ...): clients get URLs."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items() if not (k == "path" or k.endswith("_path"))}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    return value
 
 
 def launch(runtime: Runtime, links: LinksDep, job: jobs.Job, kind: str, args: list[str], scene_id: str | None,
@@ -153,7 +171,7 @@ def get_result(job: JobDep, runtime: RuntimeDep, links: LinksDep):
                                 scenes_count=record.scenes_count, total_cost=jobs.total_cost(job.plan, record),
                                 generation_time=jobs.generation_time(job), engines=record.engines, fps=record.fps,
                                 bitrate=record.bitrate, size_bytes=record.size_bytes,
-                                checks=read_report(runtime.store, job_id), audio=record.audio,
+                                checks=without_paths(read_report(runtime.store, job_id)), audio=record.audio,
                                 renditions={fmt: links(f"/video/files/{job_id}/{layout.rendition_name(fmt)}",
                                                        signed=True) for fmt in record.renditions}))
 
