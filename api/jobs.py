@@ -23,6 +23,7 @@ from sparklio_assets.pipeline import JOB_TAG
 from sparklio_assets.step_failures import step_failure_reason
 
 from . import worker
+from .schemas import StatusResponse
 from .status import IN_FLIGHT, JobState, Run, expected_final_s
 
 JOB_ID = re.compile(JOB_ID_PATTERN)
@@ -98,11 +99,24 @@ def load(job_id: str, store: ArtifactStore, instance: DagsterInstance) -> Job:
     except (FileNotFoundError, ValueError):
         plan = None
     job_dir = store.job_dir(job_id)
-    made = frozenset(s.id for s in plan.scenes if layout.motion_path(store, job_id, s.id).is_file()) if plan else frozenset()
+    scenes = plan.scenes if plan else []
+    made = frozenset(s.id for s in scenes if layout.motion_path(store, job_id, s.id).is_file())
     video = layout.video_path(store, job_id).is_file() and layout.video_record_path(store, job_id).is_file()
     return Job(job_id=job_id, plan=plan, record=worker.read_record(job_dir), running=worker.is_running(job_dir),
                runs=job_runs(instance, job_id), scenes_made=made, video_ready=video,
-               log_tail=worker.log_tail(job_dir, lines=1), store=store, spec=spec)
+               log_tail=worker.log_tail(job_dir, lines=1), store=store, spec=spec,
+               progress_shown=worker.read_progress(job_dir))
+
+
+def remember_progress(job: Job, current: StatusResponse) -> StatusResponse:
+    """Keep the request's highest progress beside its record, so polling never sees it go back
+    (the estimate re-scales as stages finish faster or slower than expected)."""
+    if current.status in ("queued", "processing") and current.progress > job.progress_shown:
+        try:
+            worker.write_progress(job.dir, current.progress)
+        except OSError:  # a progress bar is not worth failing a status request for
+            pass
+    return current
 
 
 def write_spec(job: Job, **changes) -> JobSpec:

@@ -90,6 +90,7 @@ class JobState:
     scenes_made: frozenset[str] = frozenset()  # scenes whose motion file exists
     video_ready: bool = False  # ad.mp4 and video.json exist
     log_tail: str = ""  # the worker log's last useful line
+    progress_shown: float = 0.0  # the highest progress already reported for the current request
 
     @property
     def request_runs(self) -> list[Run]:
@@ -244,6 +245,8 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
         progress = 0.0
     else:
         progress = min(0.99, (done + partial) / total) if total else 0.0
+        if value in ("queued", "processing"):  # never below what this request already showed
+            progress = max(progress, job.progress_shown)
         if value in ("queued", "processing"):
             eta = max(1, round(remaining))
     return StatusResponse(

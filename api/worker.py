@@ -89,6 +89,33 @@ def write_record(job_dir: Path, record: WorkerRecord) -> None:
     os.replace(tmp, path)
 
 
+def progress_path(job_dir: Path) -> Path:
+    return worker_dir(job_dir) / "progress.json"
+
+
+def read_progress(job_dir: Path) -> float:
+    """The highest progress shown for the job's current request (0 for a new request)."""
+    record = read_record(job_dir)
+    try:
+        data = json.loads(progress_path(job_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+    if record is None or data.get("requested_at") != record.requested_at:
+        return 0.0
+    return float(data.get("progress", 0.0))
+
+
+def write_progress(job_dir: Path, progress: float) -> None:
+    record = read_record(job_dir)
+    if record is None:
+        return
+    path = progress_path(job_dir)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    tmp.write_text(json.dumps({"requested_at": record.requested_at, "progress": progress}), encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def _try_lock(path: Path) -> int | None:
     """An fd holding an exclusive lock on path, or None when someone else holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)

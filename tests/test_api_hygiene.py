@@ -218,3 +218,45 @@ def test_a_full_disk_is_507_and_leaves_no_empty_job_folder(home, small_disk, mon
         assert generate.status_code == 507, generate.text
         assert c.get(f"/video/status/{job_id}").json()["status"] == "storyboard_ready"
         os.unlink(small_disk / "filler")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_queued_job_waits_in_a_small_process_then_becomes_the_worker(tmp_path, monkeypatch):
+    """With every slot taken, the launched process only waits (stdlib, no Dagster loaded); when a
+    slot frees it becomes the worker and hands it the slot's lock."""
+    import fcntl
+    import sys
+    import time
+
+    from api import worker
+
+    monkeypatch.setenv(worker.MAX_WORKERS_ENV, "1")
+    locks = []
+    for job in ("running", "queued"):  # the job locks, as the API's launch holds them for the workers
+        (tmp_path / "jobs" / job / "worker").mkdir(parents=True)
+        locks.append(os.open(tmp_path / "jobs" / job / "worker" / "run.lock", os.O_RDWR | os.O_CREAT))
+        fcntl.flock(locks[-1], fcntl.LOCK_EX)
+    held = worker.wait_for_slot(tmp_path)  # the running job's slot
+    out = tmp_path / "out.txt"
+    env = {**os.environ, worker.MAX_WORKERS_ENV: "1"}
+    script = f"import os; open({str(out)!r}, 'w').write(os.environ['{worker.SLOT_FD_ENV}'])"
+    waiter = subprocess.Popen([sys.executable, "-m", "api.worker", str(tmp_path), sys.executable, "-c", script],
+                              env=env, pass_fds=(locks[1],))
+    try:
+        time.sleep(3.0)
+        assert waiter.poll() is None and not out.exists(), "it waits while the slot is taken"
+        assert rss_kib(waiter.pid) < 40_000, f"a waiting job is small: {rss_kib(waiter.pid)} KiB"
+        assert worker.waiting_count(tmp_path) == 1 and worker.busy_slots(tmp_path) == 1
+        os.close(held)
+        assert waiter.wait(60) == 0
+        assert out.read_text().isdigit(), "the worker got the slot's fd"
+    finally:
+        waiter.kill()
+        for fd in locks:
+            os.close(fd)

@@ -145,3 +145,12 @@ def test_a_cli_job_is_processing_between_runs_then_interrupted():
     assert status(job(runs), now=at(10).timestamp()).status == "processing"
     later = status(job(runs), now=at(600).timestamp())
     assert later.status == "failed" and later.error.reason.startswith("interrupted")
+
+
+def test_progress_already_shown_is_a_floor_while_the_request_runs():
+    runs = [run(SCENES[0], S.STARTED, 5)]
+    fresh = status(job(runs, request(), running=True), now=at(6).timestamp())
+    shown = status(job(runs, request(), running=True, progress_shown=0.5), now=at(6).timestamp())
+    assert fresh.progress < 0.5 and shown.progress == 0.5
+    failed = status(job([run(SCENES[0], S.FAILURE, 5, 1)], request(), progress_shown=0.5), now=at(9).timestamp())
+    assert failed.status == "failed"

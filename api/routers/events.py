@@ -11,6 +11,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from .. import jobs
 from ..dependencies import JobDep, RuntimeDep, load_job
 from ..schemas import TERMINAL
 from ..status import status
@@ -44,7 +45,7 @@ async def events(job: JobDep, runtime: RuntimeDep, interval: Interval = 1.0) -> 
         started = time.monotonic()
         current = job
         while True:
-            snapshot = status(current)
+            snapshot = jobs.remember_progress(current, status(current))
             if seen and snapshot.status in ("queued", "processing"):  # a progress bar never moves back
                 snapshot.progress = max(snapshot.progress, seen[-1])
             key = (snapshot.status, snapshot.current_step, snapshot.current_scene, snapshot.scenes_completed,

@@ -20,7 +20,8 @@ from .responses import NOT_FOUND
 router = APIRouter(prefix="/video", tags=["video"])
 
 FILES = {"ad.mp4": ("video/mp4", layout.video_path), "thumbnail.jpg": ("image/jpeg", layout.thumbnail_path),
-         **{layout.rendition_name(fmt): ("video/mp4", lambda store, job_id, fmt=fmt: layout.rendition_path(store, job_id, fmt))
+         **{layout.rendition_name(fmt): ("video/mp4",
+                                         lambda store, job_id, fmt=fmt: layout.rendition_path(store, job_id, fmt))
             for fmt in SIZES if fmt != MASTER}}
 FileName = Annotated[str, PathParam(description="ad.mp4, thumbnail.jpg, or a rendition (ad_4x5.mp4, ad_1x1.mp4, "
                                                 "ad_16x9.mp4) when the brief's channels asked for it",

@@ -146,8 +146,9 @@ def generate(body: GenerateRequest, runtime: RuntimeDep, links: LinksDep) -> Gen
             summary="Progress of a job (spec 4.3)")
 def get_status(job: JobDep) -> StatusResponse:
     """Derived from the job's Dagster runs: `storyboard_ready` (generate not called yet),
-    `queued`, `processing`, `completed`, `failed` (with `error`: stage, step, reason) or `canceled`."""
-    return status(job)
+    `queued`, `processing`, `completed`, `failed` (with `error`: stage, step, reason) or `canceled`.
+    Progress never goes back during a request and is 1.0 only once the video is done."""
+    return jobs.remember_progress(job, status(job))
 
 
 @router.get("/result/{job_id}", response_model=ResultResponse,
