@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sparklio_assets.models import (
     HEX_COLOR,
@@ -18,6 +19,7 @@ from sparklio_assets.models import (
     MotionStyle,
     Quality,
     Storyboard,
+    visible_text,
 )
 
 Status = Literal["storyboard_ready", "queued", "processing", "completed", "failed", "canceled"]
@@ -41,17 +43,46 @@ BRAND_EXAMPLE = {
 }
 
 
+CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
+# After the surrounding whitespace: no control character, and at least one that draws something
+# (models.visible_text). `maxLength` counts the raw string, whitespace included (_raw_lengths).
+VISIBLE_TEXT = (f"^\\s*([^{CONTROL}]*[^\\s{CONTROL}\\u200b\\u200c\\u200d\\u2060\\ufeff][^{CONTROL}]*)?\\s*$")
+
+
 def _stripped(node: dict[str, Any]) -> None:
-    """These models strip surrounding whitespace before checking a string, so in the schema a
-    required string must contain a non-space character and patterns allow the padding."""
+    """These models strip surrounding whitespace before checking a string, so in the schema
+    patterns allow the padding, and free text must hold a visible character once stripped (or be
+    empty, where that is allowed)."""
     for option in node.get("anyOf", [node]):
         if option.get("type") == "string":
             if "pattern" in option:
                 option["pattern"] = "^\\s*" + option["pattern"].removeprefix("^").removesuffix("$") + "\\s*$"
-            elif option.get("minLength", 0) >= 1:
-                option["pattern"] = "\\S"
+            elif "enum" not in option and "const" not in option:
+                required = option.get("minLength", 0) >= 1
+                option["pattern"] = VISIBLE_TEXT.replace(")?\\s*$", ")\\s*$") if required else VISIBLE_TEXT
         if option.get("type") == "array" and isinstance(option.get("items"), dict):
             _stripped(option["items"])
+
+
+def _max_length(info: Any) -> int | None:
+    return next((m.max_length for m in info.metadata if isinstance(m, annotated_types.MaxLen)), None)
+
+
+def _raw_length(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A string's `maxLength` counts it as sent, surrounding whitespace included: what the schema
+    says (pydantic would count it after stripping)."""
+    limit = _max_length(cls.model_fields[info.field_name]) if info.field_name else None
+    if isinstance(value, str) and limit is not None and len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters, surrounding whitespace included; it has {len(value)}")
+    return value
+
+
+def _visible(value: Any) -> Any:
+    if isinstance(value, str):
+        return visible_text(value)
+    if isinstance(value, list):
+        return [visible_text(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _strip_aware(schema: dict[str, Any]) -> None:
@@ -82,6 +113,10 @@ class BrandKitIn(BrandKit):
 
     model_config = ConfigDict(title="BrandKit", json_schema_extra=_precise_brand_schema)
 
+    _raw = field_validator("*", mode="before")(classmethod(_raw_length))
+    _shown = field_validator("brand_id", "name", "tone_keywords", "logo_text", "cta_default")(
+        lambda cls, v: _visible(v))
+
 
 class StoryboardRequest(Brief):
     """Spec 4.1: the brief, flat, plus an optional brand kit (a neutral one is used without it)."""
@@ -89,6 +124,16 @@ class StoryboardRequest(Brief):
     model_config = ConfigDict(json_schema_extra=_precise_brief_schema)
 
     brand: BrandKitIn | None = Field(default=None, description="the brand's colours, logo text and CTA")
+
+    _raw = field_validator("*", mode="before")(classmethod(_raw_length))
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        """A JSON number: "15" or true would be taken as 15 or 1 by pydantic's lax mode."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number of seconds (a JSON number), not {type(value).__name__}")
+        return value
 
     def brief(self) -> Brief:
         return Brief.model_validate(self.model_dump(exclude={"brand"}))
@@ -136,6 +181,9 @@ class SceneEdit(BaseModel):
     image_prompt: str | None = Field(default=None, min_length=1, max_length=500)
     motion_style: MotionStyle | None = None
     brand_elements: list[BrandElement] | None = None
+
+    _raw = field_validator("*", mode="before")(classmethod(_raw_length))
+    _shown = field_validator("onscreen_text", "narration", "image_prompt")(lambda cls, v: _visible(v))
 
 
 class JobError(BaseModel):

@@ -7,6 +7,8 @@
     SPARKLIO_URL_TTL          seconds a signed download / events URL stays valid, default 86400
     SPARKLIO_HOME, DAGSTER_HOME   media folder and Dagster instance (see resources/artifacts.py)
     SPARKLIO_MAX_WORKERS      renders that run at once; more requests wait as `queued` (default 2)
+    SPARKLIO_MAX_QUEUED       jobs that may wait for a worker; beyond it generate answers 429 (default 8)
+    SPARKLIO_MAX_STREAMS      event streams open at once; beyond it 429 (default 64)
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class Settings:
     public_url: str | None = None
     url_ttl_seconds: int = 24 * 3600
     events_interval_seconds: float = 1.0
+    max_queued: int = 8
+    max_streams: int = 64
+    retry_after_seconds: int = 30
     home: str | None = field(default=None, metadata={"doc": "media folder; default $SPARKLIO_HOME or ~/.sparklio"})
 
     @classmethod
@@ -35,6 +40,8 @@ class Settings:
             max_body_bytes=int(env.get("SPARKLIO_MAX_BODY_BYTES") or 64 * 1024),
             public_url=(env.get("SPARKLIO_PUBLIC_URL") or "").rstrip("/") or None,
             url_ttl_seconds=int(env.get("SPARKLIO_URL_TTL") or 24 * 3600),
+            max_queued=int(env.get("SPARKLIO_MAX_QUEUED") or 8),
+            max_streams=int(env.get("SPARKLIO_MAX_STREAMS") or 64),
         )
         values.update(overrides)
         return cls(**values)

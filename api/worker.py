@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 LOCK_FD_ENV = "SPARKLIO_WORKER_LOCK_FD"
+SLOT_FD_ENV = "SPARKLIO_WORKER_SLOT_FD"
 MAX_WORKERS_ENV = "SPARKLIO_MAX_WORKERS"
 DEFAULT_MAX_WORKERS = 2
 
@@ -88,6 +89,33 @@ def write_record(job_dir: Path, record: WorkerRecord) -> None:
     os.replace(tmp, path)
 
 
+def progress_path(job_dir: Path) -> Path:
+    return worker_dir(job_dir) / "progress.json"
+
+
+def read_progress(job_dir: Path) -> float:
+    """The highest progress shown for the job's current request (0 for a new request)."""
+    record = read_record(job_dir)
+    try:
+        data = json.loads(progress_path(job_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+    if record is None or data.get("requested_at") != record.requested_at:
+        return 0.0
+    return float(data.get("progress", 0.0))
+
+
+def write_progress(job_dir: Path, progress: float) -> None:
+    record = read_record(job_dir)
+    if record is None:
+        return
+    path = progress_path(job_dir)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    tmp.write_text(json.dumps({"requested_at": record.requested_at, "progress": progress}), encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def _try_lock(path: Path) -> int | None:
     """An fd holding an exclusive lock on path, or None when someone else holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,37 +163,59 @@ def job_guard(job_dir: Path) -> Iterator[None]:
 
 
 def slot_count() -> int:
-    """How many workers may render at once on this machine: $SPARKLIO_MAX_WORKERS (default 2)."""
     return max(1, int(os.environ.get(MAX_WORKERS_ENV) or DEFAULT_MAX_WORKERS))
 
 
-def _slot_path(home: Path, i: int) -> Path:
-    return home / "worker-slots" / f"slot-{i}.lock"
+def _slot_paths(home: Path) -> list[Path]:
+    return [home / "worker-slots" / f"slot-{i}.lock" for i in range(slot_count())]
 
 
-def busy_slots(home: Path) -> int:
-    """Workers rendering now (for /health)."""
-    return sum(1 for i in range(slot_count()) if is_running_lock(_slot_path(home, i)))
-
-
-@contextmanager
-def worker_slot(home: Path, on_wait=lambda: None) -> Iterator[int]:
-    """At most slot_count() workers render at once on this machine; the others wait here (the
-    API reports them as queued). A slot is a flock, freed when its holder dies."""
+def wait_for_slot(home: Path, on_wait=lambda: None) -> int:
+    """An fd holding one of the $SPARKLIO_MAX_WORKERS (default 2) slot locks of this machine,
+    waiting as long as all are taken. A slot is a flock, freed when its holder dies."""
     waited = False
     while True:
-        for i in range(slot_count()):
-            fd = _try_lock(_slot_path(home, i))
+        for path in _slot_paths(home):
+            fd = _try_lock(path)
             if fd is not None:
-                try:
-                    yield i
-                finally:
-                    os.close(fd)
-                return
+                return fd
         if not waited:
             on_wait()
             waited = True
         time.sleep(0.5)
+
+
+@contextmanager
+def worker_slot(home: Path, on_wait=lambda: None) -> Iterator[int]:
+    """Held while a worker renders: the slot its small waiter process took before starting it
+    (`SPARKLIO_WORKER_SLOT_FD`), else one taken here (a worker started by hand)."""
+    inherited = os.environ.pop(SLOT_FD_ENV, None)
+    fd = int(inherited) if inherited else wait_for_slot(home, on_wait)
+    if inherited:
+        os.set_inheritable(fd, False)  # the slot stays with this process, not its children
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def busy_slots(home: Path) -> int:
+    return sum(1 for path in _slot_paths(home) if is_running_lock(path))
+
+
+def waiting_count(home: Path) -> int:
+    """Jobs whose worker is alive but waits for a slot: the queue."""
+    alive = sum(1 for lock in (home / "jobs").glob("*/worker/run.lock") if is_running_lock(lock))
+    return max(0, alive - busy_slots(home))
+
+
+def _wait_then_exec(home: str, argv: list[str]) -> None:
+    """The queued state of a job: this small stdlib-only process (not a full worker with Dagster
+    loaded) waits for a slot, then becomes the worker, handing it the slot's lock."""
+    fd = wait_for_slot(Path(home), on_wait=lambda: print("waiting for a free worker slot", flush=True))
+    os.set_inheritable(fd, True)
+    os.environ[SLOT_FD_ENV] = str(fd)
+    os.execv(argv[0], argv)
 
 
 def _reap(process: subprocess.Popen) -> None:
@@ -181,13 +231,15 @@ def launch(job_dir: Path, kind: str, args: list[str], env: dict[str, str], scene
         argv = [sys.executable, "-m", "sparklio_assets.cli", "run-job", *args]
         record = WorkerRecord(kind=kind, scene_id=scene_id, requested_at=datetime.now(timezone.utc).isoformat(),
                               argv=argv[2:])
+        home = env.get("SPARKLIO_HOME") or str(job_dir.parent.parent)
         write_record(job_dir, record)
         log = log_path(job_dir)
         with open(log, "ab") as out:
             out.write(f"--- {record.requested_at} {' '.join(argv[2:])}\n".encode())
             out.flush()
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(worker_dir(job_dir)),
+                [sys.executable, "-m", "api.worker", home, *argv], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, cwd=str(worker_dir(job_dir)),
                 env={**env, LOCK_FD_ENV: str(fd), "PYTHONUNBUFFERED": "1"}, pass_fds=(fd,),
                 start_new_session=True, close_fds=True)
         _reap(process)
@@ -237,3 +289,7 @@ def log_tail(job_dir: Path, lines: int = 5) -> str:
     useful = [line for line in text.splitlines()[-200:] if line.strip() and "Warning" not in line
               and not line.startswith("--- ")]
     return "\n".join(useful[-lines:])
+
+
+if __name__ == "__main__":  # python -m api.worker HOME ARGV...: see _wait_then_exec
+    _wait_then_exec(sys.argv[1], sys.argv[2:])

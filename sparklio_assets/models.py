@@ -10,6 +10,7 @@ field and the reason.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Literal
@@ -73,6 +74,20 @@ def _hex(value: str) -> str:
 
 HexColor = Annotated[str, Field(description="#RRGGBB")]
 
+# Characters that draw nothing: a name made only of these (after whitespace) is empty to a viewer.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+
+
+def visible_text(value: str) -> str:
+    """Text a person typed: no control characters (they corrupt logs, subtitles and file names) and,
+    when not empty, at least one character that draws something."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(bad):04X})")
+    if value and all(c.isspace() or c in INVISIBLE for c in value):
+        raise ValueError("must contain visible characters, not only zero-width or BOM characters")
+    return value
+
 
 class Brief(_Strict):
     """What the marketer asks for (spec 3.1 input, spec 4.1 request)."""
@@ -84,6 +99,9 @@ class Brief(_Strict):
     duration: int = Field(ge=5, le=60, description="seconds, 5-60", examples=[15])
     tone: str = Field(min_length=1, max_length=60, examples=["professional_warm"])
     channels: list[Channel] = Field(min_length=1, max_length=8, examples=[["instagram_reels", "youtube_shorts"]])
+
+    _visible = field_validator("brand_id", "product", "target_audience", "goal", "tone")(
+        lambda cls, v: visible_text(v))
 
     @field_validator("tone")
     @classmethod
@@ -353,15 +371,33 @@ class VideoRecord(BaseModel):
     audio: AudioSummary | None = None
 
 
+ECHO_MAX = 80  # characters of a bad value echoed back in an error message
+
+
+def _echo(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= ECHO_MAX else text[:ECHO_MAX - 3] + "..."
+
+
+def validation_problems(errors: list[dict], prefix: str = "", root: str = "(root)") -> list[tuple[str, str]]:
+    """(field, reason) per pydantic error: the one formatter behind the CLI's, the campaigns' and
+    the API's messages. `errors` is `ValidationError.errors()` (or FastAPI's, locations stripped)."""
+    problems = []
+    for item in errors:
+        loc = ".".join(str(part) for part in item.get("loc", ()))
+        message = item.get("msg", "invalid").removeprefix("Value error, ")
+        kind = item.get("type")
+        if kind == "json_invalid":
+            loc, message = "", f"not valid JSON: {item.get('ctx', {}).get('error', message)}"
+        elif kind not in ("missing", "extra_forbidden") and item.get("input") is not None \
+                and not isinstance(item["input"], (dict, list)):
+            message += f" (got {_echo(item['input'])})"
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc else prefix
+        problems.append((loc or root, message))
+    return problems
+
+
 def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
     """One line per problem: `brief.duration: must be ≤ 60 (got 90)`."""
-    lines = []
-    for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"]) or "(root)"
-        if prefix:
-            loc = f"{prefix}.{loc}" if loc != "(root)" else prefix
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] not in ("missing", "extra_forbidden") and "input" in item and not isinstance(item["input"], (dict, list)):
-            message += f" (got {item['input']!r})"
-        lines.append(f"{loc}: {message}")
-    return "; ".join(lines)
+    return "; ".join(f"{field}: {reason}" for field, reason in validation_problems(error.errors(), prefix))

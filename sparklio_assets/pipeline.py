@@ -53,6 +53,7 @@ from .jobs import (
 )
 from .models import KeyImageRecord, MotionRecord, VideoRecord
 from .partitions import scene_key
+from .step_failures import describe_step_failures
 
 __all__ = ["JOB_TAG", "PipelineError", "StageReport", "assemble", "create_job", "ensure_dagster_home",
            "make_storyboard", "remake_scene", "run_job", "scene_parallelism"]
@@ -101,9 +102,7 @@ def _execute(defs: Definitions, stage: Stage, instance: DagsterInstance, job_id:
     else:  # the configured executor (Celery) places the steps on its workers, so run the job through it
         result = distributed.execute_on_cluster(defs, stage.job_name, stage.partition_key, instance, tags, config)
     if not result.success:
-        failures = result.get_step_failure_events()
-        reason = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
-                           for e in failures if e.step_failure_data.error) or "run failed"
+        reason = describe_step_failures(result.get_step_failure_events()) or "run failed"
         raise PipelineError(f"{stage.name} failed (run {result.run_id}): {reason}")
     return result.run_id, time.perf_counter() - started
 

@@ -190,6 +190,32 @@ def test_status_and_result_of_the_finished_job(client, finished):
     assert (job["quality"], job["engine_preference"]) == ("draft", "local")
 
 
+STEP_ORDER = ["queued", "planning_storyboard", "generating_key_images", "mixing_soundtrack", "assembling_video",
+              "checking_quality", "completed"]
+
+
+def test_steps_run_in_order_and_progress_reaches_one_only_when_done(finished):
+    snapshots = [json.loads(e["data"]) for e in finished["events"]]
+    rank = {step: i for i, step in enumerate(STEP_ORDER)} | {"generating_motion_clips": 2}
+    steps = [s["current_step"] for s in snapshots]
+    ranks = [rank[step] for step in steps]
+    assert ranks == sorted(ranks), steps  # never assembling_video → mixing_soundtrack → assembling_video
+    assert all(s["progress"] < 1.0 for s in snapshots if s["status"] != "completed"), snapshots
+    assert snapshots[-1]["progress"] == 1.0
+
+
+def test_the_result_gives_urls_and_every_served_file_has_one_mode(client, finished):
+    job_id, job_dir = finished["job_id"], finished["job_dir"]
+    body = client.get(f"/video/result/{job_id}").json()
+    assert str(job_dir.parent.parent) not in json.dumps(body), "no server path in the result"
+    urls = [body["video_url"], body["thumbnail_url"], *body["metadata"]["renditions"].values()]
+    assert all(u.startswith("http://") for u in urls), urls
+    files = [p for p in job_dir.rglob("*") if p.is_file() and "worker" not in p.parts and not p.name.startswith(".")]
+    modes = {p.relative_to(job_dir).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {"0o644"}, modes
+    assert {"final/ad.mp4", "final/thumbnail.jpg", "final/checks.json", "final/video.json"} <= set(modes), modes
+
+
 def test_every_stage_is_a_dagster_run_tagged_with_the_job(home, finished):
     with DagsterInstance.get() as instance:
         runs = instance.get_runs(RunsFilter(tags={"sparklio/job_id": finished["job_id"]}))
