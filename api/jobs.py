@@ -21,7 +21,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 
 from resources.artifacts import ArtifactStore, write_model
 from resources.llm.router import storyboard_cost_usd
-from sparklio_assets import layout
+from sparklio_assets import layout, liveness
 from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
 from sparklio_assets.pipeline import JOB_TAG
 
@@ -139,6 +139,7 @@ def load(job_id: str, store: ArtifactStore, instance: DagsterInstance) -> Job:
     except (FileNotFoundError, ValueError):
         plan = None
     job_dir = store.job_dir(job_id)
+    liveness.reap(instance, store)  # a dead worker's runs end (FAILURE, "worker died") and free their slots
     return Job(job_id, store, instance, spec, plan, worker.read_record(job_dir), worker.is_running(job_dir),
                job_runs(instance, job_id))
 
@@ -304,6 +305,10 @@ def status(job: Job, now: float | None = None) -> StatusResponse:
         error = JobError(stage=job.runs[-1].stage if job.runs else "worker",
                          reason="interrupted: no stage is running and the video was not finished")
 
+    if value in ("completed", "failed", "canceled") and job.running and not (record and record.canceled_at):
+        # The writer still holds the job's lease (it is finishing): terminal only once it lets go,
+        # so an immediate regenerate is not refused.
+        value, step, error = "processing", "finishing", None
     if value == "completed":
         progress, eta = 1.0, 0
     elif value == "storyboard_ready":
@@ -377,5 +382,6 @@ def cancel_runs(job: Job, message: str) -> list[str]:
     canceled = []
     for run in job.instance.get_runs(RunsFilter(tags={JOB_TAG: job.job_id}, statuses=list(IN_FLIGHT))):
         job.instance.report_run_canceled(run, message=message)
+        liveness.free_slots(job.instance, run.run_id)  # report_run_canceled leaves a held `gpu` slot held
         canceled.append(run.run_id)
     return canceled

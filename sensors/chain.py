@@ -37,7 +37,7 @@ from dagster import (
 )
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets import layout
+from sparklio_assets import layout, liveness
 from sparklio_assets.partitions import scene_key
 from sparklio_assets.pipeline import JOB_TAG
 
@@ -57,6 +57,8 @@ def next_run_requests(run: DagsterRun, instance: DagsterInstance, store: Artifac
     if run.tags.get(CHAIN_TAG) != AUTO or JOB_TAG not in run.tags:
         return []
     job_id = run.tags[JOB_TAG]
+    if liveness.is_held(store.job_dir(job_id)):
+        return []  # one writer per job: another (the API's worker, a sparklio command) has taken it over
     if run.job_name == "storyboard_job":
         plan = layout.read_storyboard(store, job_id)
         return [RunRequest(job_name="scene_job", partition_key=scene_key(job_id, scene.id),

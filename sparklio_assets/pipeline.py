@@ -21,7 +21,7 @@ from dagster import AssetKey, DagsterInstance, Definitions
 
 from resources.artifacts import ArtifactStore, write_model
 
-from . import distributed, layout
+from . import distributed, layout, liveness, resume
 from .models import JobSpec, KeyImageRecord, MotionRecord, VideoRecord
 from .partitions import JOBS, scene_key
 
@@ -64,7 +64,7 @@ def create_job(spec: JobSpec, instance: DagsterInstance, store: ArtifactStore) -
 def _execute(defs: Definitions, job_name: str, partition_key: str, instance: DagsterInstance, job_id: str,
              stage: str, run_config: dict | None = None) -> str:
     config = {**QUIET, **(run_config or {})}
-    tags = {JOB_TAG: job_id}
+    tags = {JOB_TAG: job_id, **liveness.run_tags(job_id)}  # the lease tag: see liveness.reap
     if distributed.cluster_executor() is None:
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, partition_key=partition_key, tags=tags, run_config=config, raise_on_error=False)
@@ -82,21 +82,32 @@ def run_job(job_id: str, defs: Definitions, instance: DagsterInstance, store: Ar
             on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None,
             reuse_storyboard: bool = False) -> VideoRecord:
     """Materialize everything for one job; returns the final video's record. With
-    reuse_storyboard, a storyboard already materialized (by the API, say) is kept."""
-    planned = (reuse_storyboard and layout.storyboard_path(store, job_id).is_file()
-               and job_id in instance.get_materialized_partitions(AssetKey("storyboard")))
-    if not planned:
-        make_storyboard(job_id, defs, instance, store, on_stage, run_config)
-    for scene in layout.read_storyboard(store, job_id).scenes:
-        remake_scene(job_id, scene.id, defs, instance, store, on_stage, run_config)
-    return assemble(job_id, defs, instance, store, on_stage, run_config)
+    reuse_storyboard, a storyboard already materialized (by the API, say) is kept, and so are the
+    scenes an interrupted attempt already made (resume.finished_scenes)."""
+    with _lease(job_id, instance, store):
+        planned = (reuse_storyboard and layout.storyboard_path(store, job_id).is_file()
+                   and job_id in instance.get_materialized_partitions(AssetKey("storyboard")))
+        if not planned:
+            make_storyboard(job_id, defs, instance, store, on_stage, run_config)
+        scenes = [scene.id for scene in layout.read_storyboard(store, job_id).scenes]
+        done = resume.finished_scenes(instance, store, job_id, scenes) if planned else set()
+        for scene_id in scenes:
+            if scene_id not in done:
+                remake_scene(job_id, scene_id, defs, instance, store, on_stage, run_config)
+        return assemble(job_id, defs, instance, store, on_stage, run_config)
+
+
+def _lease(job_id: str, instance: DagsterInstance, store: ArtifactStore):
+    """The job's lease (liveness.hold) for this process; re-entrant, so each entry point takes it."""
+    return liveness.hold(store.job_dir(job_id), job_id, liveness.owner(), instance, store)
 
 
 def make_storyboard(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
                     on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> str:
     """Materialize the job's storyboard; returns the run id."""
     started = time.perf_counter()
-    run_id = _execute(defs, "storyboard_job", job_id, instance, job_id, "storyboard", run_config)
+    with _lease(job_id, instance, store):
+        run_id = _execute(defs, "storyboard_job", job_id, instance, job_id, "storyboard", run_config)
     plan = layout.read_storyboard(store, job_id)
     on_stage(StageReport("storyboard", run_id, time.perf_counter() - started,
                          {"storyboard": plan.metadata.planner_engine}))
@@ -107,7 +118,8 @@ def assemble(job_id: str, defs: Definitions, instance: DagsterInstance, store: A
              on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> VideoRecord:
     """(Re-)mix the soundtrack and assemble the final video from the job's current scenes."""
     started = time.perf_counter()
-    run_id = _execute(defs, "final_video_job", job_id, instance, job_id, "final_video", run_config)
+    with _lease(job_id, instance, store):
+        run_id = _execute(defs, "final_video_job", job_id, instance, job_id, "final_video", run_config)
     record = store.read(layout.video_record_path(store, job_id), VideoRecord)
     engines = {k: record.engines[k] for k in ("music", "narration", "assembly") if k in record.engines}
     on_stage(StageReport("final_video", run_id, time.perf_counter() - started, engines))
@@ -118,7 +130,8 @@ def remake_scene(job_id: str, scene_id: str, defs: Definitions, instance: Dagste
                  on_stage: Callable[[StageReport], None] = lambda _: None, run_config: dict | None = None) -> None:
     """(Re-)materialize one scene's key image and motion; the other scenes are not touched."""
     started = time.perf_counter()
-    run_id = _execute(defs, "scene_job", scene_key(job_id, scene_id), instance, job_id, scene_id, run_config)
+    with _lease(job_id, instance, store):
+        run_id = _execute(defs, "scene_job", scene_key(job_id, scene_id), instance, job_id, scene_id, run_config)
     key = store.read(layout.key_image_record_path(store, job_id, scene_id), KeyImageRecord)
     motion = store.read(layout.motion_path(store, job_id, scene_id), MotionRecord)
     on_stage(StageReport(scene_id, run_id, time.perf_counter() - started,

@@ -1,0 +1,363 @@
+"""Faults never wedge the instance, strand a job or lose a video (issue 14), with real processes:
+`sparklio generate` killed with SIGKILL at the storyboard, in the middle of a scene and during the
+final video; `sparklio remake-scene` killed while it re-assembles a finished job; the API's worker
+canceled in the middle of a scene. After each, a second job completes, the first one resumes from
+what it had finished, every Dagster run has ended, no pool slot is held, and no good file is lost.
+
+Deadlines are generous (a loaded machine is slow); what is asserted is behaviour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.instance.ref import InstanceRef
+from fastapi.testclient import TestClient
+
+from api import jobs, worker
+from api.app import create_app
+from llm_standins import OllamaStandIn, Slow
+from resources.artifacts import ArtifactStore
+from sparklio_assets import liveness
+from sparklio_assets.video_probe import probe
+
+BRIEF = {
+    "brand_id": "2f0c6a2e-3c55-4d7e-9a57-2d1f3b8c9e10",
+    "product": "Daily Eye Care Moisturizer",
+    "target_audience": "20-30대 직장인",
+    "goal": "제품 인지도 + 전환",
+    "duration": 5,  # the shortest brief: 5 one-second scenes
+    "tone": "professional_warm",
+    "channels": ["instagram_reels"],
+}
+FRAMES = 5 * 24
+DEADLINE_S = 400.0
+JOB_TAG = "sparklio/job_id"
+ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("faults_home")
+    (home / "dagster").mkdir()
+    shutil.copyfile(str(files("sparklio_assets") / "data" / "dagster.yaml"), home / "dagster" / "dagster.yaml")
+    (home / "brief.json").write_text(json.dumps(BRIEF, ensure_ascii=False), encoding="utf-8")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SPARKLIO_HOME", str(home))
+    patch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    for name in ("SPARKLIO_API_KEY", "SPARKLIO_CORS_ORIGINS", "SPARKLIO_PUBLIC_URL", "SPARKLIO_MAX_BODY_BYTES"):
+        patch.delenv(name, raising=False)
+    started: list[subprocess.Popen] = []
+    yield home, started
+    for process in started:  # nothing this module started may outlive it
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+    for record_file in (home / "jobs").glob("*/worker/worker.json"):
+        record = worker.read_record(record_file.parent.parent)
+        if record and record.pid and worker.is_running(record_file.parent.parent):
+            os.killpg(record.pid, signal.SIGKILL)
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def instance(home):
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home[0] / "dagster"))) as instance:
+        yield instance
+
+
+def env_for(home: Path, **changes: str | None) -> dict[str, str]:
+    env = {**os.environ, "SPARKLIO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def sparklio(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sparklio_assets.cli", *args, "--out", str(home)],
+                          capture_output=True, text=True, env=env or env_for(home), timeout=DEADLINE_S)
+
+
+def start(home_and_started, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A sparklio command in its own process group (so SIGKILL takes its ffmpeg children too)."""
+    home, started = home_and_started
+    log = open(home / f"{args[0]}-{len(started)}.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", *args, "--out", str(home)],
+                               stdout=log, stderr=subprocess.STDOUT, env=env or env_for(home), start_new_session=True)
+    log.close()
+    started.append(process)
+    return process
+
+
+def kill(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+
+
+def wait_until(condition, what: str, process: subprocess.Popen | None = None, poll_s: float = 0.05):
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the process ended (rc {process.returncode}) before {what}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+
+
+def job_runs(instance: DagsterInstance, job_id: str):
+    return list(reversed(instance.get_runs(RunsFilter(tags={JOB_TAG: job_id}))))  # oldest first
+
+
+def stage_of(run) -> str:
+    if run.job_name == "scene_job":
+        return run.tags.get("dagster/partition/scene", "")
+    return {"storyboard_job": "storyboard", "final_video_job": "final_video"}.get(run.job_name, run.job_name)
+
+
+def gpu_slots(instance: DagsterInstance) -> tuple[set[str], set[str]]:
+    """Runs holding a `gpu` slot, and runs queued for one."""
+    info = instance.event_log_storage.get_concurrency_info("gpu")
+    return {s.run_id for s in info.claimed_slots}, {p.run_id for p in info.pending_steps}
+
+
+def running_stage(instance: DagsterInstance, job_id: str, stage: str):
+    """The job's run for `stage`, once it is STARTED (and, for a scene, holds the gpu slot)."""
+    for run in job_runs(instance, job_id):
+        if stage_of(run) == stage and run.status == DagsterRunStatus.STARTED:
+            if stage.startswith("scene_") and run.run_id not in gpu_slots(instance)[0]:
+                return None
+            if stage == "final_video" and not instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START):
+                return None
+            return run
+    return None
+
+
+def failure_message(instance: DagsterInstance, run_id: str) -> str:
+    events = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
+    return events[-1].dagster_event.message if events else ""
+
+
+def api_status(home: Path, instance: DagsterInstance, job_id: str):
+    return jobs.status(jobs.load(job_id, ArtifactStore(home=str(home)), instance))
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(job_dir: Path, scene_id: str) -> dict[Path, tuple[str, int]]:
+    return {p: (sha(p), p.stat().st_mtime_ns) for p in (job_dir / "scenes" / scene_id).iterdir() if p.is_file()}
+
+
+def assert_settled(instance: DagsterInstance, home: Path) -> None:
+    """Every run has ended, no gpu slot is held or queued for, no half-written file is left."""
+    in_flight = [(r.run_id, stage_of(r), r.status) for r in instance.get_runs() if r.status not in ENDED]
+    assert not in_flight, in_flight
+    assert gpu_slots(instance) == (set(), set())
+    assert not list((home / "jobs").rglob(".*.part*"))
+
+
+def assert_complete(home: Path, job_id: str) -> None:
+    info = probe(home / "jobs" / job_id / "final" / "ad.mp4")
+    assert (info.width, info.height, info.frames) == (1080, 1920, FRAMES)
+
+
+def test_kill_mid_scene_frees_the_slot_and_the_job_resumes(home, instance):
+    root = home[0]
+    brief = str(root / "brief.json")
+    first = start(home, "generate", brief, "--job-id", "killed-mid-scene")
+    victim = wait_until(lambda: running_stage(instance, "killed-mid-scene", "scene_002"), "scene_002 holds the gpu slot",
+                        first)
+    kill(first)
+    # The fault as it was: the dead process's run stays STARTED and keeps the slot.
+    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.STARTED
+    assert victim.run_id in gpu_slots(instance)[0]
+    kept = snapshot(root / "jobs" / "killed-mid-scene", "scene_001")
+
+    second = sparklio(root, "generate", brief, "--job-id", "after-mid-scene")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert_complete(root, "after-mid-scene")
+    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
+    assert liveness.WORKER_DIED in failure_message(instance, victim.run_id)
+    assert_settled(instance, root)
+    status = api_status(root, instance, "killed-mid-scene")
+    assert status.status == "failed" and status.error.stage == "scene_002", status
+    assert liveness.WORKER_DIED in status.error.reason
+
+    resumed = sparklio(root, "generate", brief, "--job-id", "killed-mid-scene")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming: storyboard, scene_001 already made" in resumed.stdout
+    made = [line.split()[1] for line in resumed.stdout.splitlines() if line.strip().startswith("✓")]
+    assert made == ["scene_002", "scene_003", "scene_004", "scene_005", "final_video"], resumed.stdout
+    assert snapshot(root / "jobs" / "killed-mid-scene", "scene_001") == kept, "the finished scene was not re-made"
+    assert_complete(root, "killed-mid-scene")
+    assert api_status(root, instance, "killed-mid-scene").status == "completed"
+    assert_settled(instance, root)
+
+
+def test_kill_at_the_storyboard(home, instance):
+    root = home[0]
+    brief = str(root / "brief.json")
+    ollama = OllamaStandIn()
+    ollama.default = Slow(120)  # the LLM takes its time: the storyboard step is in flight
+    try:
+        first = start(home, "generate", brief, "--job-id", "killed-at-storyboard",
+                      env=env_for(root, SPARKLIO_LLM=None, OLLAMA_HOST=ollama.url))
+        wait_until(lambda: ollama.chat_requests() and running_stage(instance, "killed-at-storyboard", "storyboard"),
+                   "the storyboard asks the LLM", first)
+        kill(first)
+    finally:
+        ollama.server.shutdown()
+    (victim,) = job_runs(instance, "killed-at-storyboard")
+    assert victim.status == DagsterRunStatus.STARTED
+
+    second = sparklio(root, "generate", brief, "--job-id", "after-storyboard")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert_complete(root, "after-storyboard")
+    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
+    status = api_status(root, instance, "killed-at-storyboard")
+    assert status.status == "failed" and liveness.WORKER_DIED in status.error.reason, status
+    assert_settled(instance, root)
+
+    resumed = sparklio(root, "generate", brief, "--job-id", "killed-at-storyboard")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming" not in resumed.stdout  # nothing was finished: made from the start
+    assert_complete(root, "killed-at-storyboard")
+    assert_settled(instance, root)
+
+
+def test_kill_during_the_final_video_loses_no_video(home, instance):
+    root = home[0]
+    brief = str(root / "brief.json")
+    first = start(home, "generate", brief, "--job-id", "killed-at-final")
+    victim = wait_until(lambda: running_stage(instance, "killed-at-final", "final_video"), "the final video starts",
+                        first)
+    kill(first)
+    scenes = {s: snapshot(root / "jobs" / "killed-at-final", s) for s in ("scene_001", "scene_005")}
+
+    # A finished job, then its re-make killed while it re-assembles: the old video stays, whole.
+    second = sparklio(root, "generate", brief, "--job-id", "after-final")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
+    video = root / "jobs" / "after-final" / "final" / "ad.mp4"
+    digest = sha(video)
+    remake = start(home, "remake-scene", "after-final", "scene_002")
+    remade = wait_until(lambda: running_stage(instance, "after-final", "final_video"), "the re-assembly starts",
+                        remake)
+    kill(remake)
+    status = api_status(root, instance, "after-final")
+    assert status.status == "failed" and liveness.WORKER_DIED in status.error.reason, status
+    assert instance.get_run_by_id(remade.run_id).status == DagsterRunStatus.FAILURE
+    assert sha(video) == digest, "the good video was kept"
+    assert_complete(root, "after-final")
+    assert sparklio(root, "remake-scene", "after-final", "scene_002").returncode == 0  # and the job is not stuck
+    assert_complete(root, "after-final")
+
+    resumed = sparklio(root, "generate", brief, "--job-id", "killed-at-final")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    made = [line.split()[1] for line in resumed.stdout.splitlines() if line.strip().startswith("✓")]
+    assert made == ["final_video"], resumed.stdout
+    assert {s: snapshot(root / "jobs" / "killed-at-final", s) for s in scenes} == scenes
+    assert_complete(root, "killed-at-final")
+    assert_settled(instance, root)
+
+
+def wait_status(client: TestClient, job_id: str, until) -> dict:
+    return wait_until(lambda: (s := client.get(f"/video/status/{job_id}").json()) and until(s) and s,
+                      f"job {job_id} to reach the state", poll_s=0.2)
+
+
+def test_cancel_mid_scene_then_another_job_completes(home, instance):
+    root = home[0]
+    with TestClient(create_app()) as client:
+        job_id = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
+        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
+        victim = wait_until(lambda: running_stage(instance, job_id, "scene_002"), "scene_002 holds the gpu slot")
+        canceled = client.post(f"/video/cancel/{job_id}")
+        assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
+        assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.CANCELED
+        assert gpu_slots(instance) == (set(), set()), "cancel freed the slot at once"
+        assert_settled(instance, root)
+
+        other = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
+        assert client.post("/video/generate", json={"storyboard_id": other, "quality": "draft"}).status_code == 202
+        done = wait_status(client, other, lambda s: s["status"] in ("completed", "failed", "canceled"))
+        assert done["status"] == "completed", done
+        assert not worker.is_running(root / "jobs" / other), "terminal only once the lock is released"
+        again = client.post(f"/video/regenerate/{other}/scenes/scene_003")
+        assert again.status_code == 202, again.text  # no 409 right after completion
+        assert wait_status(client, other, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
+
+        # The canceled job, generated again, keeps the scene it had finished.
+        kept = snapshot(root / "jobs" / job_id, "scene_001")
+        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
+        assert wait_status(client, job_id, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
+        assert snapshot(root / "jobs" / job_id, "scene_001") == kept
+        assert_complete(root, job_id)
+        assert_settled(instance, root)
+
+
+def test_the_api_worker_killed_mid_scene_reads_worker_died_and_resumes(home, instance):
+    root = home[0]
+    with TestClient(create_app()) as client:
+        job_id = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
+        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
+        victim = wait_until(lambda: running_stage(instance, job_id, "scene_003"), "scene_003 holds the gpu slot")
+        os.killpg(worker.read_record(root / "jobs" / job_id).pid, signal.SIGKILL)
+        wait_until(lambda: not worker.is_running(root / "jobs" / job_id), "the worker is gone")
+        status = client.get(f"/video/status/{job_id}").json()
+        assert status["status"] == "failed" and liveness.WORKER_DIED in status["error"]["reason"], status
+        assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
+        assert_settled(instance, root)
+        kept = {s: snapshot(root / "jobs" / job_id, s) for s in ("scene_001", "scene_002")}
+        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
+        assert wait_status(client, job_id, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
+        assert {s: snapshot(root / "jobs" / job_id, s) for s in kept} == kept
+        assert_complete(root, job_id)
+        assert_settled(instance, root)
+
+
+def test_leftovers_are_swept(home):
+    root = home[0]
+    store = ArtifactStore(home=str(root))
+    job_dir = root / "jobs" / "left-debris"
+    (job_dir / "scenes" / "scene_001").mkdir(parents=True)
+    (job_dir / "job.json").write_text("{}")
+    leftover = job_dir / "scenes" / "scene_001" / ".clip.abc.part.mp4"
+    leftover.write_bytes(b"half")
+    empty = root / "jobs" / "never-written"
+    (empty / "worker").mkdir(parents=True)
+    (empty / "worker" / "run.lock").touch()
+    fresh = root / "jobs" / "being-created"
+    fresh.mkdir()
+    old = time.time() - 2 * liveness.SWEEP_AGE_S
+    for path in (leftover, empty):
+        os.utime(path, (old, old))
+    held = root / "jobs" / "held-job"
+    held.mkdir()
+    with liveness.hold(held, "held-job", "test"):
+        held_leftover = held / ".x.part.png"
+        held_leftover.write_bytes(b"in progress")
+        os.utime(held_leftover, (old, old))
+        liveness.sweep(store)
+        assert held_leftover.exists(), "a job someone holds is not swept"
+    held_leftover.unlink()
+    assert not leftover.exists() and not empty.exists()
+    assert fresh.exists(), "a folder just made may be about to get its job.json"
+    assert (job_dir / "job.json").exists()
