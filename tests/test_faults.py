@@ -178,103 +178,90 @@ def assert_complete(home: Path, job_id: str) -> None:
     assert (info.width, info.height, info.frames) == (1080, 1920, FRAMES)
 
 
-def test_kill_mid_scene_frees_the_slot_and_the_job_resumes(home, instance):
+def scene_ids(home: Path, job_id: str) -> list[str]:
+    return [s["id"] for s in json.loads((home / "jobs" / job_id / "storyboard.json").read_text())["scenes"]]
+
+
+def made_stages(stdout: str) -> list[str]:
+    return [line.split()[1] for line in stdout.splitlines() if line.strip().startswith("✓")]
+
+
+def test_kill_9_at_each_stage_then_another_job_completes_and_each_resumes(home, instance):
+    """Three `sparklio generate` killed: at the storyboard (the LLM is slow to answer), while
+    scene_002 holds the gpu slot, and during the final video. They leave three runs STARTED and
+    the slot held; a fourth job still completes, and each killed job resumes from what it finished."""
     root = home[0]
     brief = str(root / "brief.json")
-    first = start(home, "generate", brief, "--job-id", "killed-mid-scene")
-    victim = wait_until(lambda: running_stage(instance, "killed-mid-scene", "scene_002"), "scene_002 holds the gpu slot",
-                        first)
-    kill(first)
-    # The fault as it was: the dead process's run stays STARTED and keeps the slot.
-    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.STARTED
-    assert victim.run_id in gpu_slots(instance)[0]
-    kept = snapshot(root / "jobs" / "killed-mid-scene", "scene_001")
+    victims = {}
 
-    second = sparklio(root, "generate", brief, "--job-id", "after-mid-scene")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert_complete(root, "after-mid-scene")
-    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
-    assert liveness.WORKER_DIED in failure_message(instance, victim.run_id)
-    assert_settled(instance, root)
-    status = api_status(root, instance, "killed-mid-scene")
-    assert status.status == "failed" and status.error.stage == "scene_002", status
-    assert liveness.WORKER_DIED in status.error.reason
-
-    resumed = sparklio(root, "generate", brief, "--job-id", "killed-mid-scene")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming: storyboard, scene_001 already made" in resumed.stdout
-    made = [line.split()[1] for line in resumed.stdout.splitlines() if line.strip().startswith("✓")]
-    assert made == ["scene_002", "scene_003", "scene_004", "scene_005", "final_video"], resumed.stdout
-    assert snapshot(root / "jobs" / "killed-mid-scene", "scene_001") == kept, "the finished scene was not re-made"
-    assert_complete(root, "killed-mid-scene")
-    assert api_status(root, instance, "killed-mid-scene").status == "completed"
-    assert_settled(instance, root)
-
-
-def test_kill_at_the_storyboard(home, instance):
-    root = home[0]
-    brief = str(root / "brief.json")
     ollama = OllamaStandIn()
-    ollama.default = Slow(120)  # the LLM takes its time: the storyboard step is in flight
+    ollama.default = Slow(120)
     try:
-        first = start(home, "generate", brief, "--job-id", "killed-at-storyboard",
-                      env=env_for(root, SPARKLIO_LLM=None, OLLAMA_HOST=ollama.url))
-        wait_until(lambda: ollama.chat_requests() and running_stage(instance, "killed-at-storyboard", "storyboard"),
-                   "the storyboard asks the LLM", first)
-        kill(first)
+        process = start(home, "generate", brief, "--job-id", "killed-at-storyboard",
+                        env=env_for(root, SPARKLIO_LLM=None, OLLAMA_HOST=ollama.url))
+        victims["killed-at-storyboard"] = wait_until(
+            lambda: ollama.chat_requests() and running_stage(instance, "killed-at-storyboard", "storyboard"),
+            "the storyboard asks the LLM", process)
+        kill(process)
     finally:
         ollama.server.shutdown()
-    (victim,) = job_runs(instance, "killed-at-storyboard")
-    assert victim.status == DagsterRunStatus.STARTED
+    # The fault as it was: the dead process's run stays STARTED (until the next sparklio command).
+    assert instance.get_run_by_id(victims["killed-at-storyboard"].run_id).status == DagsterRunStatus.STARTED
+    for job_id, stage in (("killed-mid-scene", "scene_002"), ("killed-at-final", "final_video")):
+        process = start(home, "generate", brief, "--job-id", job_id)
+        victims[job_id] = wait_until(lambda: running_stage(instance, job_id, stage), f"{job_id}: {stage} runs",
+                                     process)
+        kill(process)
+        assert instance.get_run_by_id(victims[job_id].run_id).status == DagsterRunStatus.STARTED
+        if stage.startswith("scene_"):
+            assert victims[job_id].run_id in gpu_slots(instance)[0], "the dead run holds the gpu slot"
+    kept = {job_id: {s: snapshot(root / "jobs" / job_id, s) for s in scene_ids(root, job_id)[:n]}
+            for job_id, n in (("killed-mid-scene", 1), ("killed-at-final", 99))}
 
-    second = sparklio(root, "generate", brief, "--job-id", "after-storyboard")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert_complete(root, "after-storyboard")
-    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
-    status = api_status(root, instance, "killed-at-storyboard")
-    assert status.status == "failed" and liveness.WORKER_DIED in status.error.reason, status
+    other = sparklio(root, "generate", brief, "--job-id", "another-job")
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert_complete(root, "another-job")
+    for job_id, victim in victims.items():
+        assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
+        assert liveness.WORKER_DIED in failure_message(instance, victim.run_id)
+        status = api_status(root, instance, job_id)
+        assert status.status == "failed" and liveness.WORKER_DIED in status.error.reason, status
+        assert status.error.stage == stage_of(victim)
     assert_settled(instance, root)
+
+    # A finished job's re-make killed while it re-assembles: the old video stays, whole, and served.
+    video = root / "jobs" / "another-job" / "final" / "ad.mp4"
+    digest = sha(video)
+    remake = start(home, "remake-scene", "another-job", "scene_002")
+    remade = wait_until(lambda: running_stage(instance, "another-job", "final_video"), "the re-assembly runs", remake)
+    kill(remake)
+    status = api_status(root, instance, "another-job")
+    assert status.status == "failed" and liveness.WORKER_DIED in status.error.reason, status
+    assert instance.get_run_by_id(remade.run_id).status == DagsterRunStatus.FAILURE
+    assert sha(video) == digest, "the good video was kept"
+    assert_complete(root, "another-job")
+    assert not worker.is_running(root / "jobs" / "another-job"), "the job is free for the next writer"
 
     resumed = sparklio(root, "generate", brief, "--job-id", "killed-at-storyboard")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming" not in resumed.stdout  # nothing was finished: made from the start
     assert_complete(root, "killed-at-storyboard")
-    assert_settled(instance, root)
 
-
-def test_kill_during_the_final_video_loses_no_video(home, instance):
-    root = home[0]
-    brief = str(root / "brief.json")
-    first = start(home, "generate", brief, "--job-id", "killed-at-final")
-    victim = wait_until(lambda: running_stage(instance, "killed-at-final", "final_video"), "the final video starts",
-                        first)
-    kill(first)
-    scenes = {s: snapshot(root / "jobs" / "killed-at-final", s) for s in ("scene_001", "scene_005")}
-
-    # A finished job, then its re-make killed while it re-assembles: the old video stays, whole.
-    second = sparklio(root, "generate", brief, "--job-id", "after-final")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
-    video = root / "jobs" / "after-final" / "final" / "ad.mp4"
-    digest = sha(video)
-    remake = start(home, "remake-scene", "after-final", "scene_002")
-    remade = wait_until(lambda: running_stage(instance, "after-final", "final_video"), "the re-assembly starts",
-                        remake)
-    kill(remake)
-    status = api_status(root, instance, "after-final")
-    assert status.status == "failed" and liveness.WORKER_DIED in status.error.reason, status
-    assert instance.get_run_by_id(remade.run_id).status == DagsterRunStatus.FAILURE
-    assert sha(video) == digest, "the good video was kept"
-    assert_complete(root, "after-final")
-    assert sparklio(root, "remake-scene", "after-final", "scene_002").returncode == 0  # and the job is not stuck
-    assert_complete(root, "after-final")
+    resumed = sparklio(root, "generate", brief, "--job-id", "killed-mid-scene")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    first, *rest = scene_ids(root, "killed-mid-scene")
+    assert f"resuming: storyboard, {first} already made" in resumed.stdout
+    assert made_stages(resumed.stdout) == [*rest, "final_video"], resumed.stdout
+    assert_complete(root, "killed-mid-scene")
 
     resumed = sparklio(root, "generate", brief, "--job-id", "killed-at-final")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    made = [line.split()[1] for line in resumed.stdout.splitlines() if line.strip().startswith("✓")]
-    assert made == ["final_video"], resumed.stdout
-    assert {s: snapshot(root / "jobs" / "killed-at-final", s) for s in scenes} == scenes
+    assert made_stages(resumed.stdout) == ["final_video"], resumed.stdout
     assert_complete(root, "killed-at-final")
+
+    for job_id, scenes in kept.items():
+        assert {s: snapshot(root / "jobs" / job_id, s) for s in scenes} == scenes, f"{job_id}: finished scenes kept"
+        assert api_status(root, instance, job_id).status == "completed"
     assert_settled(instance, root)
 
 
@@ -283,12 +270,27 @@ def wait_status(client: TestClient, job_id: str, until) -> dict:
                       f"job {job_id} to reach the state", poll_s=0.2)
 
 
-def test_cancel_mid_scene_then_another_job_completes(home, instance):
+def test_api_worker_killed_then_canceled_mid_scene_then_another_job_completes(home, instance):
+    """Through the API: the job's worker dies (SIGKILL) mid-scene, the job reads failed ("worker
+    died"), generate resumes it; canceled mid-scene, its slot is freed at once; another job
+    completes and can be re-made right away; the first then completes with its scenes kept."""
     root = home[0]
     with TestClient(create_app()) as client:
         job_id = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
+        job_dir = root / "jobs" / job_id
+        first, second, *_ = scene_ids(root, job_id)
         assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
-        victim = wait_until(lambda: running_stage(instance, job_id, "scene_002"), "scene_002 holds the gpu slot")
+        victim = wait_until(lambda: running_stage(instance, job_id, second), f"{second} holds the gpu slot")
+        os.killpg(worker.read_record(job_dir).pid, signal.SIGKILL)
+        wait_until(lambda: not worker.is_running(job_dir), "the worker is gone")
+        status = client.get(f"/video/status/{job_id}").json()
+        assert status["status"] == "failed" and liveness.WORKER_DIED in status["error"]["reason"], status
+        assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
+        assert_settled(instance, root)
+        kept = snapshot(job_dir, first)
+
+        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
+        victim = wait_until(lambda: running_stage(instance, job_id, second), f"{second} holds the gpu slot again")
         canceled = client.post(f"/video/cancel/{job_id}")
         assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
         assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.CANCELED
@@ -300,35 +302,15 @@ def test_cancel_mid_scene_then_another_job_completes(home, instance):
         done = wait_status(client, other, lambda s: s["status"] in ("completed", "failed", "canceled"))
         assert done["status"] == "completed", done
         assert not worker.is_running(root / "jobs" / other), "terminal only once the lock is released"
-        again = client.post(f"/video/regenerate/{other}/scenes/scene_003")
+        digest = sha(root / "jobs" / other / "final" / "ad.mp4")
+        again = client.post(f"/video/regenerate/{other}/scenes/{first}")
         assert again.status_code == 202, again.text  # no 409 right after completion
-        assert wait_status(client, other, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
+        assert client.post(f"/video/cancel/{other}").json()["status"] == "canceled"
+        assert sha(root / "jobs" / other / "final" / "ad.mp4") == digest
 
-        # The canceled job, generated again, keeps the scene it had finished.
-        kept = snapshot(root / "jobs" / job_id, "scene_001")
         assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
         assert wait_status(client, job_id, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
-        assert snapshot(root / "jobs" / job_id, "scene_001") == kept
-        assert_complete(root, job_id)
-        assert_settled(instance, root)
-
-
-def test_the_api_worker_killed_mid_scene_reads_worker_died_and_resumes(home, instance):
-    root = home[0]
-    with TestClient(create_app()) as client:
-        job_id = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
-        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
-        victim = wait_until(lambda: running_stage(instance, job_id, "scene_003"), "scene_003 holds the gpu slot")
-        os.killpg(worker.read_record(root / "jobs" / job_id).pid, signal.SIGKILL)
-        wait_until(lambda: not worker.is_running(root / "jobs" / job_id), "the worker is gone")
-        status = client.get(f"/video/status/{job_id}").json()
-        assert status["status"] == "failed" and liveness.WORKER_DIED in status["error"]["reason"], status
-        assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
-        assert_settled(instance, root)
-        kept = {s: snapshot(root / "jobs" / job_id, s) for s in ("scene_001", "scene_002")}
-        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
-        assert wait_status(client, job_id, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
-        assert {s: snapshot(root / "jobs" / job_id, s) for s in kept} == kept
+        assert snapshot(job_dir, first) == kept, "the scene finished before the fault was not re-made"
         assert_complete(root, job_id)
         assert_settled(instance, root)
 
