@@ -45,6 +45,9 @@ FRAMES = 5 * 24
 DEADLINE_S = 400.0
 JOB_TAG = "sparklio/job_id"
 ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+# A guard against a hang, not a speed limit: these tests run several real jobs in real processes,
+# and on a loaded machine one job can take minutes.
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
@@ -186,14 +189,14 @@ def made_stages(stdout: str) -> list[str]:
     return [line.split()[1] for line in stdout.splitlines() if line.strip().startswith("✓")]
 
 
-def test_kill_9_at_each_stage_then_another_job_completes_and_each_resumes(home, instance):
-    """Three `sparklio generate` killed: at the storyboard (the LLM is slow to answer), while
-    scene_002 holds the gpu slot, and during the final video. They leave three runs STARTED and
-    the slot held; a fourth job still completes, and each killed job resumes from what it finished."""
+@pytest.fixture(scope="module")
+def killed(home, instance):
+    """Three `sparklio generate` killed with SIGKILL: at the storyboard (the LLM is slow to answer),
+    while scene_002 holds the gpu slot, and during the final video. Returns their runs in flight
+    and what each had finished."""
     root = home[0]
     brief = str(root / "brief.json")
-    victims = {}
-
+    victims, faults = {}, []
     ollama = OllamaStandIn()
     ollama.default = Slow(120)
     try:
@@ -206,22 +209,38 @@ def test_kill_9_at_each_stage_then_another_job_completes_and_each_resumes(home, 
     finally:
         ollama.server.shutdown()
     # The fault as it was: the dead process's run stays STARTED (until the next sparklio command).
-    assert instance.get_run_by_id(victims["killed-at-storyboard"].run_id).status == DagsterRunStatus.STARTED
+    faults.append(instance.get_run_by_id(victims["killed-at-storyboard"].run_id).status)
     for job_id, stage in (("killed-mid-scene", "scene_002"), ("killed-at-final", "final_video")):
         process = start(home, "generate", brief, "--job-id", job_id)
         victims[job_id] = wait_until(lambda: running_stage(instance, job_id, stage), f"{job_id}: {stage} runs",
                                      process)
         kill(process)
-        assert instance.get_run_by_id(victims[job_id].run_id).status == DagsterRunStatus.STARTED
+        faults.append(instance.get_run_by_id(victims[job_id].run_id).status)
         if stage.startswith("scene_"):
-            assert victims[job_id].run_id in gpu_slots(instance)[0], "the dead run holds the gpu slot"
+            faults.append(victims[job_id].run_id in gpu_slots(instance)[0])
     kept = {job_id: {s: snapshot(root / "jobs" / job_id, s) for s in scene_ids(root, job_id)[:n]}
             for job_id, n in (("killed-mid-scene", 1), ("killed-at-final", 99))}
+    return {"victims": victims, "faults": faults, "kept": kept}
 
-    other = sparklio(root, "generate", brief, "--job-id", "another-job")
+
+@pytest.fixture(scope="module")
+def another_job(home, killed):
+    """After the faults, another job is made from start to finish."""
+    root = home[0]
+    other = sparklio(root, "generate", str(root / "brief.json"), "--job-id", "another-job")
     assert other.returncode == 0, other.stdout + other.stderr
-    assert_complete(root, "another-job")
-    for job_id, victim in victims.items():
+    return "another-job"
+
+
+def test_kill_9_leaves_runs_started_and_the_slot_held(killed):
+    """The faults as they were found: reproduced, before any later command has looked."""
+    assert killed["faults"] == [DagsterRunStatus.STARTED, DagsterRunStatus.STARTED, True, DagsterRunStatus.STARTED]
+
+
+def test_after_kill_9_at_each_stage_another_job_completes(home, instance, killed, another_job):
+    root = home[0]
+    assert_complete(root, another_job)
+    for job_id, victim in killed["victims"].items():
         assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
         assert liveness.WORKER_DIED in failure_message(instance, victim.run_id)
         status = api_status(root, instance, job_id)
@@ -229,39 +248,55 @@ def test_kill_9_at_each_stage_then_another_job_completes_and_each_resumes(home, 
         assert status.error.stage == stage_of(victim)
     assert_settled(instance, root)
 
-    # A finished job's re-make killed while it re-assembles: the old video stays, whole, and served.
-    video = root / "jobs" / "another-job" / "final" / "ad.mp4"
+
+def test_remake_killed_while_it_reassembles_keeps_the_video(home, instance, another_job):
+    root = home[0]
+    video = root / "jobs" / another_job / "final" / "ad.mp4"
     digest = sha(video)
-    remake = start(home, "remake-scene", "another-job", "scene_002")
-    remade = wait_until(lambda: running_stage(instance, "another-job", "final_video"), "the re-assembly runs", remake)
+    remake = start(home, "remake-scene", another_job, "scene_002")
+    remade = wait_until(lambda: running_stage(instance, another_job, "final_video"), "the re-assembly runs", remake)
     kill(remake)
-    status = api_status(root, instance, "another-job")
+    status = api_status(root, instance, another_job)
     assert status.status == "failed" and liveness.WORKER_DIED in status.error.reason, status
     assert instance.get_run_by_id(remade.run_id).status == DagsterRunStatus.FAILURE
     assert sha(video) == digest, "the good video was kept"
-    assert_complete(root, "another-job")
-    assert not worker.is_running(root / "jobs" / "another-job"), "the job is free for the next writer"
+    assert_complete(root, another_job)
+    assert not worker.is_running(root / "jobs" / another_job), "the job is free for the next writer"
+    assert_settled(instance, root)
 
-    resumed = sparklio(root, "generate", brief, "--job-id", "killed-at-storyboard")
+
+def test_killed_at_the_storyboard_is_made_from_the_start(home, instance, another_job):
+    root = home[0]
+    resumed = sparklio(root, "generate", str(root / "brief.json"), "--job-id", "killed-at-storyboard")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming" not in resumed.stdout  # nothing was finished: made from the start
+    assert "resuming" not in resumed.stdout  # nothing was finished
+    assert made_stages(resumed.stdout) == ["storyboard", *scene_ids(root, "killed-at-storyboard"), "final_video"]
     assert_complete(root, "killed-at-storyboard")
+    assert api_status(root, instance, "killed-at-storyboard").status == "completed"
 
-    resumed = sparklio(root, "generate", brief, "--job-id", "killed-mid-scene")
+
+def test_killed_mid_scene_resumes_from_its_finished_scenes(home, instance, killed, another_job):
+    root = home[0]
+    resumed = sparklio(root, "generate", str(root / "brief.json"), "--job-id", "killed-mid-scene")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     first, *rest = scene_ids(root, "killed-mid-scene")
     assert f"resuming: storyboard, {first} already made" in resumed.stdout
     assert made_stages(resumed.stdout) == [*rest, "final_video"], resumed.stdout
+    kept = killed["kept"]["killed-mid-scene"]
+    assert {s: snapshot(root / "jobs" / "killed-mid-scene", s) for s in kept} == kept
     assert_complete(root, "killed-mid-scene")
+    assert api_status(root, instance, "killed-mid-scene").status == "completed"
 
-    resumed = sparklio(root, "generate", brief, "--job-id", "killed-at-final")
+
+def test_killed_in_the_final_video_resumes_with_only_the_final_video(home, instance, killed, another_job):
+    root = home[0]
+    resumed = sparklio(root, "generate", str(root / "brief.json"), "--job-id", "killed-at-final")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert made_stages(resumed.stdout) == ["final_video"], resumed.stdout
+    kept = killed["kept"]["killed-at-final"]
+    assert {s: snapshot(root / "jobs" / "killed-at-final", s) for s in kept} == kept
     assert_complete(root, "killed-at-final")
-
-    for job_id, scenes in kept.items():
-        assert {s: snapshot(root / "jobs" / job_id, s) for s in scenes} == scenes, f"{job_id}: finished scenes kept"
-        assert api_status(root, instance, job_id).status == "completed"
+    assert api_status(root, instance, "killed-at-final").status == "completed"
     assert_settled(instance, root)
 
 
