@@ -305,48 +305,60 @@ def wait_status(client: TestClient, job_id: str, until) -> dict:
                       f"job {job_id} to reach the state", poll_s=0.2)
 
 
+def runs_succeeded(instance: DagsterInstance, job_id: str, stage: str) -> bool:
+    return any(stage_of(r) == stage and r.status == DagsterRunStatus.SUCCESS for r in job_runs(instance, job_id))
+
+
 def test_api_worker_killed_then_canceled_mid_scene_then_another_job_completes(home, instance):
-    """Through the API: the job's worker dies (SIGKILL) mid-scene, the job reads failed ("worker
-    died"), generate resumes it; canceled mid-scene, its slot is freed at once; another job
-    completes and can be re-made right away; the first then completes with its scenes kept."""
+    """Through the API. Job A's worker holds the gpu slot and job B's worker waits for it; A's worker
+    is killed (SIGKILL) and B completes by itself (its worker frees the dead holder's slot; nothing
+    else looks: the test reads the instance only). A reads failed ("worker died"); generate resumes
+    it; canceled mid-scene, its slot is freed at once; B can be re-made right after it completed;
+    A, generated again, completes with the scene it finished first kept."""
     root = home[0]
     with TestClient(create_app()) as client:
-        job_id = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
-        job_dir = root / "jobs" / job_id
-        first, second, *_ = scene_ids(root, job_id)
-        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
-        victim = wait_until(lambda: running_stage(instance, job_id, second), f"{second} holds the gpu slot")
-        os.killpg(worker.read_record(job_dir).pid, signal.SIGKILL)
-        wait_until(lambda: not worker.is_running(job_dir), "the worker is gone")
-        status = client.get(f"/video/status/{job_id}").json()
-        assert status["status"] == "failed" and liveness.WORKER_DIED in status["error"]["reason"], status
+        job_a = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
+        job_b = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
+        dir_a = root / "jobs" / job_a
+        first, second, *_ = scene_ids(root, job_a)
+        assert client.post("/video/generate", json={"storyboard_id": job_a, "quality": "draft"}).status_code == 202
+        victim = wait_until(lambda: running_stage(instance, job_a, second), f"A: {second} holds the gpu slot")
+        assert client.post("/video/generate", json={"storyboard_id": job_b, "quality": "draft"}).status_code == 202
+        wait_until(lambda: any(stage_of(r).startswith("scene_") and r.run_id in gpu_slots(instance)[1] - gpu_slots(
+            instance)[0] for r in job_runs(instance, job_b)), "B waits for the gpu slot")
+        os.killpg(worker.read_record(dir_a).pid, signal.SIGKILL)
+        wait_until(lambda: runs_succeeded(instance, job_b, "final_video"), "B completes", poll_s=0.5)
         assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
-        assert_settled(instance, root)
-        kept = snapshot(job_dir, first)
 
-        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
-        victim = wait_until(lambda: running_stage(instance, job_id, second), f"{second} holds the gpu slot again")
-        canceled = client.post(f"/video/cancel/{job_id}")
+        status = client.get(f"/video/status/{job_a}").json()
+        assert status["status"] == "failed" and liveness.WORKER_DIED in status["error"]["reason"], status
+        done = wait_status(client, job_b, lambda s: s["status"] in ("completed", "failed", "canceled"))
+        assert done["status"] == "completed", done
+        assert not worker.is_running(root / "jobs" / job_b), "terminal only once the lock is released"
+        assert_complete(root, job_b)
+        assert_settled(instance, root)
+        kept = snapshot(dir_a, first)
+
+        digest = sha(root / "jobs" / job_b / "final" / "ad.mp4")
+        again = client.post(f"/video/regenerate/{job_b}/scenes/{first}")
+        assert again.status_code == 202, again.text  # no 409 right after completion
+        assert client.post(f"/video/cancel/{job_b}").json()["status"] == "canceled"
+        assert sha(root / "jobs" / job_b / "final" / "ad.mp4") == digest
+
+        assert client.post("/video/generate", json={"storyboard_id": job_a, "quality": "draft"}).status_code == 202
+        killed_run = victim.run_id
+        victim = wait_until(lambda: (r := running_stage(instance, job_a, second)) and r.run_id != killed_run and r,
+                            f"A: {second} holds the gpu slot again")
+        canceled = client.post(f"/video/cancel/{job_a}")
         assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
         assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.CANCELED
         assert gpu_slots(instance) == (set(), set()), "cancel freed the slot at once"
         assert_settled(instance, root)
 
-        other = client.post("/video/storyboard", json=BRIEF).json()["storyboard_id"]
-        assert client.post("/video/generate", json={"storyboard_id": other, "quality": "draft"}).status_code == 202
-        done = wait_status(client, other, lambda s: s["status"] in ("completed", "failed", "canceled"))
-        assert done["status"] == "completed", done
-        assert not worker.is_running(root / "jobs" / other), "terminal only once the lock is released"
-        digest = sha(root / "jobs" / other / "final" / "ad.mp4")
-        again = client.post(f"/video/regenerate/{other}/scenes/{first}")
-        assert again.status_code == 202, again.text  # no 409 right after completion
-        assert client.post(f"/video/cancel/{other}").json()["status"] == "canceled"
-        assert sha(root / "jobs" / other / "final" / "ad.mp4") == digest
-
-        assert client.post("/video/generate", json={"storyboard_id": job_id, "quality": "draft"}).status_code == 202
-        assert wait_status(client, job_id, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
-        assert snapshot(job_dir, first) == kept, "the scene finished before the fault was not re-made"
-        assert_complete(root, job_id)
+        assert client.post("/video/generate", json={"storyboard_id": job_a, "quality": "draft"}).status_code == 202
+        assert wait_status(client, job_a, lambda s: s["status"] in ("completed", "failed"))["status"] == "completed"
+        assert snapshot(dir_a, first) == kept, "the scene finished before the faults was not re-made"
+        assert_complete(root, job_a)
         assert_settled(instance, root)
 
 
