@@ -390,3 +390,22 @@ def test_leftovers_are_swept(home):
     assert not leftover.exists() and not empty.exists()
     assert fresh.exists(), "a folder just made may be about to get its job.json"
     assert (job_dir / "job.json").exists()
+
+
+def test_the_chain_sensor_leaves_a_job_another_writer_holds(tmp_path):
+    """One writer per job: the chain sensor requests nothing for a job a CLI or API worker holds."""
+    from dagster import DagsterRun
+
+    from sensors.campaigns import AUTO, CHAIN_TAG
+    from sensors.chain import next_run_requests
+
+    store = ArtifactStore(home=str(tmp_path))
+    job_dir = store.job_dir("chained")
+    job_dir.mkdir(parents=True)
+    shutil.copyfile(Path(__file__).parent / "data" / "spec_storyboard.json", job_dir / "storyboard.json")
+    run = DagsterRun(job_name="storyboard_job", run_id="0" * 36, tags={CHAIN_TAG: AUTO, JOB_TAG: "chained"})
+    with DagsterInstance.ephemeral() as instance:
+        assert len(next_run_requests(run, instance, store)) == 5
+        with liveness.hold(job_dir, "chained", "test"):
+            assert next_run_requests(run, instance, store) == []
+        assert len(next_run_requests(run, instance, store)) == 5
