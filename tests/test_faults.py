@@ -322,11 +322,14 @@ def test_api_worker_killed_then_canceled_mid_scene_then_another_job_completes(ho
         dir_a = root / "jobs" / job_a
         first, second, *_ = scene_ids(root, job_a)
         assert client.post("/video/generate", json={"storyboard_id": job_a, "quality": "draft"}).status_code == 202
-        victim = wait_until(lambda: running_stage(instance, job_a, second), f"A: {second} holds the gpu slot")
+        wait_until(lambda: running_stage(instance, job_a, second), f"A: {second} holds the gpu slot")
+        worker_a = worker.read_record(dir_a).pid
+        os.killpg(worker_a, signal.SIGSTOP)  # A stays put, holding the slot, until it is killed
+        (victim,) = [r for r in job_runs(instance, job_a) if r.run_id in gpu_slots(instance)[0]]
         assert client.post("/video/generate", json={"storyboard_id": job_b, "quality": "draft"}).status_code == 202
         wait_until(lambda: any(stage_of(r).startswith("scene_") and r.run_id in gpu_slots(instance)[1] - gpu_slots(
             instance)[0] for r in job_runs(instance, job_b)), "B waits for the gpu slot")
-        os.killpg(worker.read_record(dir_a).pid, signal.SIGKILL)
+        os.killpg(worker_a, signal.SIGKILL)
         wait_until(lambda: runs_succeeded(instance, job_b, "final_video"), "B completes", poll_s=0.5)
         assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.FAILURE
 
@@ -346,9 +349,10 @@ def test_api_worker_killed_then_canceled_mid_scene_then_another_job_completes(ho
         assert sha(root / "jobs" / job_b / "final" / "ad.mp4") == digest
 
         assert client.post("/video/generate", json={"storyboard_id": job_a, "quality": "draft"}).status_code == 202
-        killed_run = victim.run_id
-        victim = wait_until(lambda: (r := running_stage(instance, job_a, second)) and r.run_id != killed_run and r,
-                            f"A: {second} holds the gpu slot again")
+        victim = wait_until(lambda: next((r for r in job_runs(instance, job_a) if r.run_id in gpu_slots(instance)[0]),
+                                         None), "A holds the gpu slot again")
+        os.killpg(worker.read_record(dir_a).pid, signal.SIGSTOP)  # cancel it there, mid-scene
+        (victim,) = [r for r in job_runs(instance, job_a) if r.run_id in gpu_slots(instance)[0]]
         canceled = client.post(f"/video/cancel/{job_a}")
         assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
         assert instance.get_run_by_id(victim.run_id).status == DagsterRunStatus.CANCELED
