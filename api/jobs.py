@@ -18,6 +18,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from resources.artifacts import ArtifactStore
 from sparklio_assets.files import write_model
 from resources.llm.router import storyboard_cost_usd
+from sparklio_assets import liveness
 from sparklio_assets import store_paths as layout
 from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
 from sparklio_assets.jobs import JOB_TAG
@@ -103,6 +104,7 @@ def load(job_id: str, store: ArtifactStore, instance: DagsterInstance) -> Job:
     scenes = plan.scenes if plan else []
     made = frozenset(s.id for s in scenes if layout.motion_path(store, job_id, s.id).is_file())
     video = layout.video_path(store, job_id).is_file() and layout.video_record_path(store, job_id).is_file()
+    liveness.reap(instance, store)  # a dead worker's runs end (FAILURE, "worker died") and free their slots
     return Job(job_id=job_id, plan=plan, record=worker.read_record(job_dir), running=worker.is_running(job_dir),
                runs=job_runs(instance, job_id), scenes_made=made, video_ready=video,
                log_tail=worker.log_tail(job_dir, lines=1), store=store, spec=spec,
@@ -180,5 +182,6 @@ def cancel_runs(job: Job, instance: DagsterInstance, message: str) -> list[str]:
     canceled = []
     for run in instance.get_runs(RunsFilter(tags={JOB_TAG: job.job_id}, statuses=list(IN_FLIGHT))):
         instance.report_run_canceled(run, message=message)
+        liveness.free_slots(instance, run.run_id)  # report_run_canceled leaves a held `gpu` slot held
         canceled.append(run.run_id)
     return canceled

@@ -238,6 +238,10 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
         value, step = "failed", "failed"
         error = JobError(stage=job.runs[-1].stage if job.runs else "worker",
                          reason="interrupted: no stage is running and the video was not finished")
+    if value in ("completed", "failed", "canceled") and job.running and not (record and record.canceled_at):
+        # The writer still holds the job's lease (it is finishing): terminal only once it lets go,
+        # so an immediate regenerate is not refused.
+        value, step, error = "processing", "finishing", None
 
     if value == "completed":
         progress, eta = 1.0, 0

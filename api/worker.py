@@ -8,14 +8,12 @@ is answered from the lock, never from a PID that could have been reused.
 
 What the API asked for is kept beside the job's media in `worker/worker.json` (kind, scene,
 request time, pid, cancel time); the worker's output goes to `worker/worker.log`. Everything
-else about progress is read from the Dagster instance. This module is stdlib only: the CLI's
-worker imports it without loading FastAPI.
+else about progress is read from the Dagster instance. This module is stdlib only (and the job
+lease, sparklio_assets/liveness.py): the CLI's worker imports it without loading FastAPI.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import signal
@@ -28,6 +26,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from sparklio_assets import liveness
+from sparklio_assets.liveness import is_locked as is_running_lock  # noqa: F401  (the API's slot count)
+from sparklio_assets.liveness import lock_path
+from sparklio_assets.liveness import try_lock as _try_lock
 
 LOCK_FD_ENV = "SPARKLIO_WORKER_LOCK_FD"
 SLOT_FD_ENV = "SPARKLIO_WORKER_SLOT_FD"
@@ -49,10 +52,6 @@ def record_path(job_dir: Path) -> Path:
 
 def log_path(job_dir: Path) -> Path:
     return worker_dir(job_dir) / "worker.log"
-
-
-def lock_path(job_dir: Path) -> Path:
-    return worker_dir(job_dir) / "run.lock"
 
 
 @dataclass
@@ -116,50 +115,10 @@ def write_progress(job_dir: Path, progress: float) -> None:
     os.replace(tmp, path)
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive lock on path, or None when someone else holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        os.close(fd)
-        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
-
-
-def is_running_lock(path: Path) -> bool:
-    """True while some process holds the lock file."""
-    if not path.exists():
-        return False
-    fd = _try_lock(path)
-    if fd is None:
-        return True
-    os.close(fd)  # closing releases the probe's lock
-    return False
-
-
 def is_running(job_dir: Path) -> bool:
-    """True while a worker (API-launched or `sparklio run-job` by hand) holds the job."""
-    return is_running_lock(lock_path(job_dir))
-
-
-@contextmanager
-def job_guard(job_dir: Path) -> Iterator[None]:
-    """Held by `sparklio run-job` for its lifetime: inherited from the API (already locked) or
-    taken here when the worker is started by hand."""
-    if os.environ.get(LOCK_FD_ENV):
-        yield
-        return
-    fd = _try_lock(lock_path(job_dir))
-    if fd is None:
-        raise WorkerBusy(f"another worker is already running job {job_dir.name}")
-    try:
-        yield
-    finally:
-        os.close(fd)
+    """True while a writer (this API's worker, a `sparklio` command, the API's storyboard run)
+    holds the job's lease (sparklio_assets/liveness.py)."""
+    return liveness.is_held(job_dir)
 
 
 def slot_count() -> int:

@@ -38,7 +38,7 @@ from dagster import (
 )
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets import store_paths
+from sparklio_assets import liveness, store_paths
 from sparklio_assets.jobs import (
     AUTO,
     CARRIED_TAGS,
@@ -74,6 +74,8 @@ def next_run_requests(run: DagsterRun, instance: DagsterInstance, store: Artifac
     if run.tags.get(CHAIN_TAG) != AUTO or JOB_TAG not in run.tags:
         return []
     job_id = run.tags[JOB_TAG]
+    if liveness.is_held(store.job_dir(job_id)):
+        return []  # one writer per job: another (the API's worker, a sparklio command) has taken it over
     if run.job_name == STORYBOARD_JOB:
         chain_id, finished, done = run.run_id, STORYBOARD, {STORYBOARD}
     elif run.job_name == SCENE_JOB and run.tags.get(CHAIN_ID_TAG):

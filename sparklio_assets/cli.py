@@ -66,12 +66,16 @@ def _session(out: str | None):
 
     from resources.artifacts import ArtifactStore
 
+    from . import liveness
     from .definitions import defs
     from .pipeline import ensure_dagster_home
 
     store = ArtifactStore()
     ensure_dagster_home(store.folder)
-    return defs, DagsterInstance.get(), store
+    instance = DagsterInstance.get()
+    liveness.reap(instance, store)  # end what dead workers left in flight, free their pool slots
+    liveness.sweep(store)
+    return defs, instance, store
 
 
 def _print_checks(store, job_id: str) -> bool:
@@ -88,11 +92,28 @@ def _print_checks(store, job_id: str) -> bool:
 
 
 def generate(spec: JobSpec, out: str | None, allow_failed_checks: bool = False) -> int:
+    from . import liveness, resume, store_paths
     from .pipeline import PipelineError, StageReport, create_job, run_job
 
     defs, instance, store = _session(out)
-    spec = create_job(spec, instance, store)
+    try:
+        previous = store_paths.read_job(store, spec.job_id)
+    except (FileNotFoundError, ValueError):
+        previous = None
+    # The same request for a job an interruption left unfinished picks up where it stopped.
+    resuming = resume.same_request(previous, spec) and resume.storyboard_current(instance, store, spec.job_id)
+    if resuming:
+        spec = previous
+    elif liveness.is_held(store.job_dir(spec.job_id)):
+        print(f"error: job {spec.job_id} is being made by another process", file=sys.stderr)
+        return 1
+    else:
+        spec = create_job(spec, instance, store)
     _print(f"job {spec.job_id}: {spec.brief.product}, {spec.brief.duration} s, quality {spec.quality}")
+    if resuming:
+        scenes = [s.id for s in store_paths.read_storyboard(store, spec.job_id).scenes]
+        kept = ["storyboard", *sorted(resume.finished_scenes(instance, store, spec.job_id, scenes))]
+        _print(f"  resuming: {', '.join(kept)} already made")
     _print(f"  media: {store.job_dir(spec.job_id)}")
     _print(f"  dagster: runs recorded in {os.environ['DAGSTER_HOME']} (see them with `dagster dev`)")
 
@@ -101,9 +122,12 @@ def generate(spec: JobSpec, out: str | None, allow_failed_checks: bool = False) 
         _print(f"  ✓ {stage.stage:<12} {stage.seconds:6.2f} s  {engines}")
 
     try:
-        record = run_job(spec.job_id, defs, instance, store, on_stage=report)
+        record = run_job(spec.job_id, defs, instance, store, on_stage=report, reuse_storyboard=resuming)
     except PipelineError as error:
         _print(f"error: {error}")
+        return 1
+    except liveness.JobBusy as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     _print(f"video: {record.video_path}")
     _print(f"  {record.duration:.2f} s, {record.resolution}, {record.fps:g} fps, "
@@ -197,14 +221,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
+    from . import liveness
     from .pipeline import PipelineError, assemble
     from .pipeline import remake_scene as remake
 
     defs, instance, store = _session(out)
     try:
-        remake(job_id, scene_id, defs, instance, store)
-        record = assemble(job_id, defs, instance, store)
-    except (PipelineError, FileNotFoundError) as error:
+        with liveness.hold(store.job_dir(job_id), job_id, "remake-scene", instance, store):
+            remake(job_id, scene_id, defs, instance, store)
+            record = assemble(job_id, defs, instance, store)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    except (PipelineError, FileNotFoundError, liveness.JobBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     _print(f"re-made {scene_id}; video: {record.video_path} ({record.duration:.2f} s)")
@@ -232,10 +260,10 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None, run_con
     hand. Every stage is a Dagster run tagged with the job id, which is how the API reports progress."""
     from api import worker
 
-    from . import store_paths
+    from . import liveness, store_paths
     from .pipeline import PipelineError, StageReport, assemble, remake_scene, run_job
 
-    if fd := os.environ.get(worker.LOCK_FD_ENV):
+    if fd := os.environ.pop(worker.LOCK_FD_ENV, None):
         os.set_inheritable(int(fd), False)  # the job lock stays with this process, not its children
     defs, instance, store = _session(out)
     try:
@@ -250,7 +278,7 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None, run_con
         _print(f"  ✓ {stage.stage:<12} {stage.seconds:6.2f} s  {engines}  (run {stage.run_id})")
 
     try:
-        with worker.job_guard(job_dir), worker.worker_slot(
+        with liveness.hold(job_dir, job_id, "run-job", instance, store, fd=int(fd) if fd else None), worker.worker_slot(
                 store.folder, on_wait=lambda: _print("waiting for a free worker slot")):
             _print(f"job {job_id}: {'re-making ' + scene_id if scene_id else 'generating'} (pid {os.getpid()})")
             if scene_id:
@@ -258,7 +286,7 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None, run_con
                 record = assemble(job_id, defs, instance, store, report, run_config)
             else:
                 record = run_job(job_id, defs, instance, store, report, run_config, reuse_storyboard=True)
-    except worker.WorkerBusy as error:
+    except (worker.WorkerBusy, liveness.JobBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (PipelineError, FileNotFoundError, KeyError) as error:

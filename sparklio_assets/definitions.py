@@ -13,6 +13,7 @@ from resources.llm import LLMRouter
 from resources.tts import TTSResource
 from sensors.campaigns import build_campaign_sensor, build_recurring_schedule
 from sensors.chain import build_chain_sensor
+from sensors.liveness import build_liveness_sensor
 
 from .assets import final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
 from .checks import ASSET_CHECKS
@@ -23,7 +24,8 @@ defs = Definitions(
     assets=[storyboard, scene_key_image, scene_motion_clip, soundtrack, final_video],
     jobs=list(ASSET_JOBS),
     asset_checks=ASSET_CHECKS,
-    sensors=[build_campaign_sensor(storyboard_job), build_chain_sensor(scene_job, final_video_job)],
+    sensors=[build_campaign_sensor(storyboard_job), build_chain_sensor(scene_job, final_video_job),
+             build_liveness_sensor()],
     schedules=[build_recurring_schedule(storyboard_job)],
     executor=executor_from_env(),
     resources={"store": ArtifactStore(), "ffmpeg": FFmpegRunner(), "comfy": comfy_resource(), "llm": LLMRouter(),

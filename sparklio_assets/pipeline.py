@@ -38,7 +38,7 @@ from dagster import AssetKey, DagsterInstance, Definitions
 
 from resources.artifacts import ArtifactStore
 
-from . import distributed, store_paths
+from . import distributed, liveness, resume, store_paths
 from .assets import GPU_POOL
 from .jobs import (
     FINAL_VIDEO,
@@ -95,7 +95,7 @@ def _execute(defs: Definitions, stage: Stage, instance: DagsterInstance, job_id:
     """One stage as one run; returns (run id, seconds). Raises PipelineError naming each failed step."""
     started = time.perf_counter()
     config = {**QUIET, **(run_config or {})}
-    tags = {JOB_TAG: job_id}
+    tags = {JOB_TAG: job_id, **liveness.run_tags(job_id)}  # the lease tag: see liveness.reap
     if distributed.cluster_executor() is None:
         result = defs.resolve_job_def(stage.job_name).execute_in_process(
             instance=instance, partition_key=stage.partition_key, tags=tags, run_config=config, raise_on_error=False)
@@ -168,6 +168,12 @@ def run_stages(stages: Sequence[Stage], job_id: str, defs: Definitions, instance
                store: ArtifactStore, on_stage: OnStage = lambda _: None, run_config: dict | None = None) -> None:
     """Run the stages (one stage, or a job's scenes) and report each in order. Several go at once
     (scene_parallelism); a failed one does not stop the others, and the error names every failure."""
+    with _lease(job_id, instance, store):  # every writer of a job holds its lease (liveness.py)
+        _run_stages(stages, job_id, defs, instance, store, on_stage, run_config)
+
+
+def _run_stages(stages: Sequence[Stage], job_id: str, defs: Definitions, instance: DagsterInstance,
+                store: ArtifactStore, on_stage: OnStage, run_config: dict | None) -> None:
     workers = min(len(stages), scene_parallelism(instance, len(stages))) if len(stages) > 1 else 1
     if workers == 1 or not _can_fork(instance):
         for stage in stages:
@@ -199,18 +205,26 @@ def run_job(job_id: str, defs: Definitions, instance: DagsterInstance, store: Ar
             on_stage: OnStage = lambda _: None, run_config: dict | None = None,
             reuse_storyboard: bool = False) -> VideoRecord:
     """Materialize everything for one job, in the order jobs.next_stages gives; returns the final
-    video's record. With reuse_storyboard, a storyboard already materialized (by the API, say) is kept."""
-    done: set[str] = set()
-    if (reuse_storyboard and store_paths.storyboard_path(store, job_id).is_file()
-            and job_id in instance.get_materialized_partitions(AssetKey("storyboard"))):
-        done.add(STORYBOARD)
-    while True:
-        scene_ids = [s.id for s in store_paths.read_storyboard(store, job_id).scenes] if STORYBOARD in done else []
-        stages = next_stages(job_id, scene_ids, done)
-        if not stages:
-            return store.read(store_paths.video_record_path(store, job_id), VideoRecord)
-        run_stages(stages, job_id, defs, instance, store, on_stage, run_config)
-        done.update(stage.name for stage in stages)
+    video's record. With reuse_storyboard, a storyboard already materialized (by the API, say) is
+    kept, and so are the scenes an interrupted attempt already made (resume.finished_scenes)."""
+    with _lease(job_id, instance, store):
+        done: set[str] = set()
+        if (reuse_storyboard and store_paths.storyboard_path(store, job_id).is_file()
+                and job_id in instance.get_materialized_partitions(AssetKey("storyboard"))):
+            scene_ids = [s.id for s in store_paths.read_storyboard(store, job_id).scenes]
+            done |= {STORYBOARD, *resume.finished_scenes(instance, store, job_id, scene_ids)}
+        while True:
+            scene_ids = [s.id for s in store_paths.read_storyboard(store, job_id).scenes] if STORYBOARD in done else []
+            stages = next_stages(job_id, scene_ids, done)
+            if not stages:
+                return store.read(store_paths.video_record_path(store, job_id), VideoRecord)
+            run_stages(stages, job_id, defs, instance, store, on_stage, run_config)
+            done.update(stage.name for stage in stages)
+
+
+def _lease(job_id: str, instance: DagsterInstance, store: ArtifactStore):
+    """The job's lease (liveness.hold) for this process; re-entrant, so each entry point takes it."""
+    return liveness.hold(store.job_dir(job_id), job_id, liveness.owner(), instance, store)
 
 
 def make_storyboard(job_id: str, defs: Definitions, instance: DagsterInstance, store: ArtifactStore,
