@@ -21,7 +21,7 @@ from resources.llm.router import storyboard_cost_usd
 from sparklio_assets import liveness
 from sparklio_assets import store_paths as layout
 from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
-from sparklio_assets.jobs import JOB_TAG
+from sparklio_assets.jobs import GPU_WAIT_TAG, JOB_TAG
 from sparklio_assets.step_failures import step_failure_reason
 
 from . import worker
@@ -67,7 +67,7 @@ def job_runs(instance: DagsterInstance, job_id: str) -> list[Run]:
     records = instance.get_run_records(RunsFilter(tags={JOB_TAG: job_id}), order_by="create_timestamp",
                                        ascending=True)
     runs = [Run(r.dagster_run.run_id, _stage(r.dagster_run), r.dagster_run.status, r.create_timestamp,
-                r.start_time, r.end_time) for r in records]
+                r.start_time, r.end_time, gpu_wait=r.dagster_run.tags.get(GPU_WAIT_TAG, "")) for r in records]
     latest = {run.stage: run for run in runs}
     for run in latest.values():  # status looks only at each stage's latest run
         _read_events(instance, run)

@@ -208,12 +208,15 @@ class StatusResponse(BaseModel):
     status: Status
     progress: float = Field(ge=0, le=1)
     current_step: str = Field(description="queued | planning_storyboard | generating_key_images | "
-                                          "generating_motion_clips | assembling_video | completed | failed | canceled")
+                                          "generating_motion_clips | waiting_for_gpu_worker | mixing_soundtrack | "
+                                          "assembling_video | checking_quality | completed | failed | canceled")
     scenes_completed: int
     scenes_total: int
     eta_seconds: int | None = None
     kind: Literal["generate", "regenerate"] | None = None
     current_scene: str | None = None
+    detail: str | None = Field(default=None, description="why the job waits (waiting_for_gpu_worker: the "
+                                                          "worker is down or busy, and what the client saw)")
     error: JobError | None = None
     runs: list[RunInfo] = Field(default_factory=list, description="this request's Dagster runs, oldest first")
     updated_at: datetime

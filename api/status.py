@@ -72,6 +72,7 @@ class Run:
     last_step: str | None = None  # step key of the latest STEP_START (runs in flight)
     failed_step: str | None = None  # step key of the STEP_FAILURE (failed runs)
     failure: str | None = None  # why the run failed, as step_failures.step_failure_reason says
+    gpu_wait: str = ""  # why a scene step waits for the GPU worker (jobs.GPU_WAIT_TAG), "" when it does not
 
     @property
     def seconds(self) -> float | None:
@@ -203,6 +204,7 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
     error: JobError | None = None
     scene: str | None = None
     eta: int | None = None
+    detail: str | None = None
     hint = f" (worker log: {job.log_tail})" if job.log_tail else ""
     if record is not None and record.canceled_at:
         value, step = "canceled", "canceled"
@@ -213,7 +215,10 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
         value, step = "canceled", "canceled"
     elif in_flight and (record is None or job.running):
         value = "processing"
-        step = current_step(in_flight[-1])
+        waiting = next((r for r in in_flight if r.gpu_wait), None)
+        step = "waiting_for_gpu_worker" if waiting else current_step(in_flight[-1])
+        if waiting:
+            detail = waiting.gpu_wait
         scene = in_flight[-1].stage if in_flight[-1].stage.startswith("scene_") else None
     elif in_flight:
         value, step = "failed", "failed"
@@ -256,6 +261,6 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
     return StatusResponse(
         job_id=job.job_id, status=value, progress=round(progress, 3), current_step=step,
         scenes_completed=scenes_completed, scenes_total=len(scene_ids), eta_seconds=eta, kind=kind,
-        current_scene=scene, error=error,
+        current_scene=scene, error=error, detail=detail,
         runs=[RunInfo(run_id=r.run_id, stage=r.stage, status=r.status.value) for r in runs],
         updated_at=datetime.fromtimestamp(now, timezone.utc))

@@ -24,7 +24,7 @@ from dagster import DagsterInstance, MultiPartitionKey, define_asset_job
 from resources.artifacts import ArtifactStore
 
 from . import store_paths
-from .assets import final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
+from .assets import GPU_WAIT_TAG, final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
 from .files import slug, write_model
 from .models import JobSpec
 from .partitions import JOBS, scene_key
@@ -48,6 +48,7 @@ CHAIN_ID_TAG = "sparklio/chain_id"  # the storyboard run that started this pass 
 CAMPAIGN_TAG = "sparklio/campaign"  # the campaign file a job came from
 ROW_TAG = "sparklio/campaign_row"  # its line in that file (informational: not part of the job's id)
 SCENE_TAG = "dagster/partition/scene"  # Dagster's own tag for the scene dimension of a scene run
+# GPU_WAIT_TAG (set by the scene assets while they wait for a down or busy ComfyUI worker: the reason)
 CARRIED_TAGS = (JOB_TAG, CHAIN_TAG, CAMPAIGN_TAG)  # passed on from a run to the runs that follow it
 
 # ---------------------------------------------------------------- the asset jobs

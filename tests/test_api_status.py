@@ -72,6 +72,17 @@ def test_processing_names_the_step_and_scene_that_run():
     assert [r.stage for r in state.runs] == [SCENES[0], SCENES[1]]  # this request's runs only
 
 
+def test_a_scene_waiting_for_the_gpu_worker_says_so_and_why():
+    reason = "ComfyUI at http://gpu:8188 is down (connection refused); waiting up to 600 s"
+    runs = [run(SCENES[0], S.STARTED, 5, last_step="scene_key_image", gpu_wait=reason)]
+    state = status(job(runs, request(), running=True), now=at(10).timestamp())
+    assert (state.status, state.current_step, state.current_scene, state.detail) == (
+        "processing", "waiting_for_gpu_worker", SCENES[0], reason)
+    back = [run(SCENES[0], S.STARTED, 5, last_step="scene_key_image", gpu_wait="")]
+    state = status(job(back, request(), running=True), now=at(10).timestamp())
+    assert (state.current_step, state.detail) == ("generating_key_images", None)
+
+
 def test_final_video_mixes_the_soundtrack_before_it_assembles():
     """The step names follow the run's own order: never assembling → mixing → assembling."""
     done = [run(scene, S.SUCCESS, 5 + i, 1) for i, scene in enumerate(SCENES)]
