@@ -237,3 +237,27 @@ def test_the_key_covers_encoder_settings_and_each_scene_shown(tmp_path):
     cv2.imwrite(str(paths[0][0]), np.full((64, 36, 3), 200, np.uint8))  # scene_001's picture changes
     changed = keys(FFmpegRunner())
     assert [a == b for a, b in zip(base, changed)] == [False, False, True]
+
+
+def test_renditions_are_segmented_too_and_reuse_the_same_way(made, tmp_path):
+    """A 1:1 rendition beside the master: its own segments, keyed the same way; the master's
+    (already made by the last assembly) are reused, and the joined 1:1 file is valid."""
+    _, store, _, _ = made
+    from sparklio_assets.formats import SIZES
+
+    scenes = scene_inputs(store)
+    context = layout.read_job(store, JOB).brand_kit.model_dump_json()
+    audio = layout.soundtrack_path(store, JOB)
+    sizes = {"9:16": SIZES["9:16"], "1:1": SIZES["1:1"]}
+    outputs = {fmt: tmp_path / f"{fmt.replace(':', 'x')}.mp4" for fmt in sizes}
+    record = segments.assemble(scenes, sizes, outputs, segments.folder(store.job_dir(JOB)), FFmpegRunner(), audio,
+                               context)
+    by_format = {fmt: [r.reused for r in record.segments if r.format == fmt] for fmt in sizes}
+    assert by_format == {"9:16": [True] * 3, "1:1": [False] * 3}
+    total = sum(s.frames for s in scenes)
+    info = verify(outputs["1:1"], 1080, 1080, total, FPS)
+    assert 4e6 <= info.bit_rate <= 10.5e6 and info.audio_codec == "aac"
+    assert packets(outputs["9:16"]) == packets(layout.video_path(store, JOB)), "the master joined again, bit for bit"
+    again = segments.assemble(scenes, sizes, outputs, segments.folder(store.job_dir(JOB)), FFmpegRunner(), audio,
+                              context)
+    assert again.encoded == 0 and again.reused == 6
