@@ -135,14 +135,6 @@ def _paste_clipped(img: Image.Image, sprite: Image.Image, x: int, y: int) -> Non
         img.alpha_composite(sprite.crop((left, top, right, bottom)), (max(0, x), max(0, y)))
 
 
-def w_of(size: tuple[int, int]) -> int:
-    return size[0]
-
-
-def h_of(size: tuple[int, int]) -> int:
-    return size[1]
-
-
 def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt: str = MASTER) -> Image.Image:
     """The key image for one scene (RGB, the format's size: 1080x1920 for the master).
     Same inputs, same picture."""
@@ -158,7 +150,7 @@ def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt
         shot = load_packshot(item.path, item.kind)
         box = lay.product
         if lay.act == "hook" and not shot.screen:  # partly shown: cut by the frame's edge
-            if shot.image.width > 1.2 * shot.image.height and h_of(size) > w_of(size):
+            if shot.image.width > 1.2 * shot.image.height and size[1] > size[0]:
                 # A wide product (a shoe) strides in from the right, between the headline and the logo.
                 u = size[0] / 1080
                 top = (lay.copy.bottom if lay.copy else box.top) + int(40 * u)
