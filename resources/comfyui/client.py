@@ -186,7 +186,11 @@ class ComfyUIClient:
             raise ComfyError(f"ComfyUI POST /prompt answered HTTP {response.status_code}: {response.text[:300]}")
         accepted = PromptAccepted.model_validate(response.json())
         if accepted.node_errors:  # some outputs were dropped silently: not the job we asked for
-            self.cancel(accepted.prompt_id)
+            try:
+                self.log(f"ComfyUI job {accepted.prompt_id} accepted partially: "
+                         f"cancel: {self.cancel_and_confirm(accepted.prompt_id)}")
+            except ComfyCancelStuck as error:
+                self.log(str(error))
             issues = issues_from_400({"node_errors": accepted.node_errors})
             raise ComfyValidationError(format_issues(issues, f"{self.url}/prompt (accepted partially, cancelled)"),
                                        issues)
