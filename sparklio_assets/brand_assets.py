@@ -22,7 +22,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import resvg_py
 from PIL import Image
+
+from .typography import cmap, font_path, hangul_glyphs
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # e.g. 8000x5000
@@ -101,8 +104,6 @@ def head_is_svg(path: Path) -> bool:
 
 def check_font(path: Path) -> int:
     """Raise AssetError unless the file is a TTF/OTF font; returns how many Hangul syllables it has."""
-    from .typography import cmap, hangul_glyphs
-
     head = _read_head(path, MAX_FONT_BYTES)
     if sniff(head) != "font":
         raise AssetError(f"not a font: {path.name} is not a TrueType/OpenType file")
@@ -151,10 +152,6 @@ def sanitize_svg(data: bytes) -> str:
 
 
 def rasterize_svg(path: Path, width: int) -> Image.Image:
-    import resvg_py
-
-    from .typography import font_path
-
     markup = sanitize_svg(path.read_bytes())
     png = resvg_py.svg_to_bytes(svg_string=markup, width=int(width), font_files=[str(font_path("extrabold"))])
     return Image.open(io.BytesIO(bytes(png))).convert("RGBA")

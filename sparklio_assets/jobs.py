@@ -111,13 +111,20 @@ def readable_job_id(product: str, created_at: datetime | None = None, content: s
     return f"{slug(product, limit=30, fallback='ad')}-{when}-{digest}"
 
 
+def named(spec: JobSpec) -> JobSpec:
+    """The spec with its job id: as given, or a readable one (readable_job_id). Callers that must
+    clean up after a failed create_job name the spec first, so they know which folder to remove."""
+    if "job_id" in spec.model_fields_set:
+        return spec
+    return spec.model_copy(update={"job_id": readable_job_id(spec.brief.product, spec.created_at)})
+
+
 def create_job(spec: JobSpec, instance: DagsterInstance | None, store: ArtifactStore) -> JobSpec:
     """Write the job's request into the store and register its partition; returns the spec as
     created. A spec whose job_id was not given gets a readable one (readable_job_id). Idempotent
     for the same spec. Without an instance the partition is left to the caller: a sensor returns
     it as a dynamic-partitions request, which the daemon applies before the sensor's runs."""
-    if "job_id" not in spec.model_fields_set:
-        spec = spec.model_copy(update={"job_id": readable_job_id(spec.brief.product, spec.created_at)})
+    spec = named(spec)
     write_model(store_paths.job_path(store, spec.job_id), spec)
     if instance is not None and not instance.has_dynamic_partition(JOBS.name, spec.job_id):
         instance.add_dynamic_partitions(JOBS.name, [spec.job_id])

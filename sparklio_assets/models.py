@@ -20,6 +20,10 @@ from pathlib import Path
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from .brand_assets import AssetError, check_font, check_image
+from .language import language_of
+from .typography import hangul_glyphs
+
 FPS = 24
 FRAME = 1 / FPS
 MAX_SCENES = 12
@@ -131,8 +135,6 @@ def _brand_file(value: str | None, info: ValidationInfo) -> str | None:
 
 
 def _checked(value: str | None, info: ValidationInfo, check) -> str | None:
-    from .brand_assets import AssetError
-
     path = _brand_file(value, info)
     if path is not None:
         try:
@@ -153,7 +155,6 @@ class ProductImage(_Strict):
     @field_validator("path")
     @classmethod
     def _image(cls, value: str, info: ValidationInfo) -> str:
-        from .brand_assets import check_image
         return _checked(value, info, check_image)  # type: ignore[return-value]
 
 
@@ -166,7 +167,6 @@ class BrandFonts(_Strict):
     @field_validator("headline", "body")
     @classmethod
     def _font(cls, value: str | None, info: ValidationInfo) -> str | None:
-        from .brand_assets import check_font
         return _checked(value, info, check_font)
 
 
@@ -192,7 +192,6 @@ class BrandKit(_Strict):
     @field_validator("logo")
     @classmethod
     def _logo_file(cls, value: str | None, info: ValidationInfo) -> str | None:
-        from .brand_assets import check_image
         return _checked(value, info, lambda p: check_image(p, allow_svg=True))
 
     @field_validator("product_images", mode="before")
@@ -302,9 +301,6 @@ class JobSpec(_Strict):
     def _brand_fonts_set_the_copy(self) -> JobSpec:
         """A Korean ad's brand font must have Hangul: otherwise every syllable would fall back to
         the packaged font and the brand font would set only the digits."""
-        from .language import language_of
-        from .typography import hangul_glyphs
-
         if self.brand is not None and language_of(self.brief) == "ko":
             for role in ("headline", "body"):
                 path = getattr(self.brand.fonts, role)

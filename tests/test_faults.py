@@ -77,6 +77,9 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def instance(home):
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home[0] / "dagster"))) as instance:
+        # One GPU, as on a desktop worker: scenes take the slot one at a time, so "killed while
+        # scene_002 holds the slot" means scene_001 is finished, and a second job waits for the slot.
+        instance.event_log_storage.set_concurrency_slots("gpu", 1)
         yield instance
 
 

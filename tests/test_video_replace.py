@@ -18,7 +18,8 @@ from sparklio_assets import store_paths as layout
 from sparklio_assets.assets import final_video
 from sparklio_assets.definitions import defs
 from sparklio_assets.models import FPS, JobSpec
-from sparklio_assets.pipeline import PipelineError, _execute, create_job, run_job
+from sparklio_assets.jobs import FINAL_VIDEO, Stage
+from sparklio_assets.pipeline import PipelineError, create_job, run_job, run_stages
 from sparklio_assets.video_probe import verify
 
 DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
@@ -73,7 +74,7 @@ def assemble_with(binary: str, instance, store) -> None:
     only = define_asset_job("final_video_only", selection=[final_video])
     broken = Definitions(assets=defs.assets, jobs=[only], resources={
         **defs.resources, "store": store, "ffmpeg": FFmpegRunner(binary=binary, max_attempts=1)})
-    _execute(broken, "final_video_only", JOB, instance, JOB, "final_video")
+    run_stages([Stage(FINAL_VIDEO, "final_video_only", JOB)], JOB, broken, instance, store)
 
 
 def assert_old_set_intact(store: ArtifactStore, before: dict[str, str]) -> None:

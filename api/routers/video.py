@@ -53,11 +53,12 @@ def make_storyboard(body: StoryboardRequest, runtime: RuntimeDep, links: LinksDe
     """Creates a job and materializes its `storyboard` asset (a Dagster run tagged with the job
     id). The returned `storyboard_id` is the job id used by every other endpoint."""
     from sparklio_assets.definitions import defs
-    from sparklio_assets.pipeline import PipelineError, create_job, make_storyboard
+    from sparklio_assets.jobs import create_job, named
+    from sparklio_assets.pipeline import PipelineError, make_storyboard
 
-    spec = JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard")
+    spec = named(JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard"))
     try:
-        spec = create_job(spec, runtime.instance, runtime.store)
+        create_job(spec, runtime.instance, runtime.store)
         with runtime.storyboard_lock:
             run_id = make_storyboard(spec.job_id, defs, runtime.instance, runtime.store)
     except (OSError, PipelineError) as error:
