@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from dagster import DagsterInstance
-from fastapi import Depends, HTTPException, Path as PathParam, Request, Security
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Path as PathParam
 
 from resources.artifacts import ArtifactStore
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets.files import write_model
 from resources.llm.router import storyboard_cost_usd
 from sparklio_assets import liveness
 from sparklio_assets import store_paths as layout
+from sparklio_assets.assets import GPU_WAIT_TAG
+from sparklio_assets.files import write_model
+from sparklio_assets.jobs import JOB_TAG
 from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
-from sparklio_assets.jobs import GPU_WAIT_TAG, JOB_TAG
 from sparklio_assets.step_failures import step_failure_reason
 
 from . import worker

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import DagsterRunStatus
 
@@ -263,4 +263,4 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
         scenes_completed=scenes_completed, scenes_total=len(scene_ids), eta_seconds=eta, kind=kind,
         current_scene=scene, error=error, detail=detail,
         runs=[RunInfo(run_id=r.run_id, stage=r.stage, status=r.status.value) for r in runs],
-        updated_at=datetime.fromtimestamp(now, timezone.utc))
+        updated_at=datetime.fromtimestamp(now, UTC))

@@ -24,11 +24,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sparklio_assets import liveness
-from sparklio_assets.liveness import is_locked as is_running_lock  # noqa: F401  (the API's slot count)
+from sparklio_assets.liveness import is_locked as is_running_lock
 from sparklio_assets.liveness import lock_path
 from sparklio_assets.liveness import try_lock as _try_lock
 
@@ -188,7 +188,7 @@ def launch(job_dir: Path, kind: str, args: list[str], env: dict[str, str], scene
         raise WorkerBusy(f"job {job_dir.name} is already being generated")
     try:
         argv = [sys.executable, "-m", "sparklio_assets.cli", "run-job", *args]
-        record = WorkerRecord(kind=kind, scene_id=scene_id, requested_at=datetime.now(timezone.utc).isoformat(),
+        record = WorkerRecord(kind=kind, scene_id=scene_id, requested_at=datetime.now(UTC).isoformat(),
                               argv=argv[2:])
         home = env.get("SPARKLIO_HOME") or str(job_dir.parent.parent)
         write_record(job_dir, record)

@@ -23,7 +23,8 @@ engines (not timed), then measures, each in a fresh subprocess so peak RSS is th
 
 It also encodes the first ad's frames with five x264 presets, scores each against the source
 (SSIM, PSNR) and times the same preset on testsrc2: the evidence behind the product's preset, and
-the encoder's own extra cost on the ad's content (the floor under ours/limit). Wall seconds are the median of --runs runs; RSS is the peak of the Python process and of its
+the encoder's own extra cost on the ad's content (the floor under ours/limit). Wall seconds are
+the median of --runs runs; RSS is the peak of the Python process and of its
 ffmpeg child, each measured by the kernel (getrusage). Finally it times `sparklio generate` of
 the 15 s demo brief end to end on the built-in engines, split by stage.
 """
@@ -64,9 +65,9 @@ def demo_inputs(duration: int):
 def prepare(duration: int, workdir: Path) -> Path:
     """Write key images, overlays and a scenes.json for a `duration`-second ad into workdir."""
     from sparklio_assets.image_engine import render_key_image
+    from sparklio_assets.language import language_of
     from sparklio_assets.models import MotionRecord
     from sparklio_assets.overlay import render_overlay
-    from sparklio_assets.language import language_of
     from sparklio_assets.planner import plan_storyboard
 
     brief, brand = demo_inputs(duration)

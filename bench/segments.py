@@ -42,11 +42,10 @@ KINDS = ("single_pass", "segmented", "reassembly")
 
 def remake_middle(scenes_json: Path) -> int:
     """Re-draw the middle scene's overlay with new copy, as a re-made scene would; its index."""
-    from sparklio_assets.overlay import render_overlay
-    from sparklio_assets.language import language_of
-    from sparklio_assets.planner import plan_storyboard
-
     from bench.render import demo_inputs
+    from sparklio_assets.language import language_of
+    from sparklio_assets.overlay import render_overlay
+    from sparklio_assets.planner import plan_storyboard
 
     scenes = json.loads(scenes_json.read_text())
     brief, brand = demo_inputs(round(sum(s["frames"] for s in scenes) / 24))

@@ -9,9 +9,10 @@ by dict assignment: user text is data and can never change the graph's structure
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ MOTION_STYLES: dict[str, tuple[str, float]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template_text(name: str) -> str:
     return (files("comfy_graphs") / "templates" / f"{name}.json").read_text(encoding="utf-8")
 
@@ -100,8 +101,6 @@ def seed_of(value: int | str) -> int:
     """A valid ComfyUI seed from an int or a stable string (e.g. 'job/scene')."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value % (SEED_MAX + 1)
-    import hashlib
-
     return int(hashlib.sha256(str(value).encode()).hexdigest(), 16) % (SEED_MAX + 1)
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import imageio_ffmpeg
 from dagster import ConfigurableResource
 from pydantic import Field
 from typing_extensions import Buffer  # bytes, or a C-contiguous numpy array: written without a copy
@@ -40,8 +41,6 @@ def root_cause(stderr: str) -> str:
 
 
 def default_binary() -> str:
-    import imageio_ffmpeg
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

@@ -85,7 +85,7 @@ def shoe_kit() -> None:
     shadow = shadow.filter(ImageFilter.GaussianBlur(18 * s))
     photo.paste((200, 200, 200), (0, 0), shadow)
     d = ImageDraw.Draw(photo)
-    P = lambda pts: [(x * s, y * s) for x, y in pts]  # noqa: E731
+    P = lambda pts: [(x * s, y * s) for x, y in pts]
     d.polygon(P([(120, 470), (890, 470), (905, 520), (130, 525)]), fill=(30, 30, 30))  # outsole
     d.polygon(P([(115, 400), (880, 420), (895, 475), (118, 478)]), fill=(245, 245, 245))  # midsole
     d.line(P([(130, 440), (880, 448)]), fill=(215, 215, 215), width=5 * s)

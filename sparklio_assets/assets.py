@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import cv2
-
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -41,13 +40,13 @@ from . import store_paths as layout
 from .comfy_engines import layer_path, make_key_image, make_motion_clip, missing_for, packshot_of, use_comfy
 from .comfy_engines import preflight as comfy_preflight
 from .files import atomic_path, write_model
+from .formats import MASTER, SIZES, file_tag, renditions_for
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
+from .language import language_of
 from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
-from .language import language_of
-from .formats import MASTER, SIZES, file_tag, renditions_for
 from .render import SceneInput, frames_bgr, frames_i420
 from .renditions import band_top, relaid_inputs
 from .soundtrack import SoundtrackRecord
@@ -196,7 +195,8 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
 @asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool=GPU_POOL, kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
        description="How the scene moves (Ken Burns or an AnimateDiff clip) and its overlay of copy and brand elements.")
-def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore, comfy: ComfyUIResource) -> MaterializeResult:
+def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
+                      comfy: ComfyUIResource) -> MaterializeResult:
     job, plan, scene_id = _scene_context(context, store)
     scene = plan.scene(scene_id)
     started = time.perf_counter()
@@ -241,7 +241,7 @@ def _comfy_wait_hook(context: AssetExecutionContext, scene_id: str):
             context.log.warning(f"{scene_id}: waiting_for_gpu_worker: {reason}")
         try:
             context.instance.add_run_tags(context.run.run_id, {GPU_WAIT_TAG: reason[:400]})
-        except Exception:  # noqa: BLE001 - invoked outside a run: the log line is all there is
+        except Exception:
             pass
     return hook
 

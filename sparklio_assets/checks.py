@@ -29,7 +29,7 @@ import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import av
@@ -47,14 +47,14 @@ from dagster import (
 from resources.artifacts import ArtifactStore
 
 from . import store_paths as layout
-from .files import atomic_path
-from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
 from .brand_assets import load_packshot
 from .colour_roles import contrast, hex_rgb
 from .composition import layout_scene, shows_product
+from .files import atomic_path
 from .geometry import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box
 from .language import language_of
-from .overlay import OverlayLayout, render_overlay
+from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
+from .overlay import render_overlay
 from .partitions import JOBS
 from .soundtrack import SAMPLE_RATE, TARGET_LUFS, loudness, read_audio, true_peak_dbtp
 from .video_probe import VideoInfo, probe
@@ -431,7 +431,7 @@ def write_report(store: ArtifactStore, job_id: str, outcomes: list[CheckOutcome]
     path = layout.checks_path(store, job_id)
     report = {
         "job_id": job_id,
-        "checked_at": datetime.now(timezone.utc).isoformat(),
+        "checked_at": datetime.now(UTC).isoformat(),
         "video_path": str(layout.video_path(store, job_id)),
         "passed": all(o.passed for o in outcomes),
         "failed": [o.name for o in outcomes if not o.passed],

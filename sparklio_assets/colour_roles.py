@@ -46,7 +46,7 @@ def contrast(a: RGB, b: RGB) -> float:
 
 
 def mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))  # type: ignore[return-value]
+    return tuple(round(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
 
 
 def saturation(rgb: RGB) -> float:
@@ -96,7 +96,8 @@ class ColourRoles:
         # The button: the primary on neutral surfaces (the brand's colour where the eye goes),
         # on the primary surface the neutral that stands out most.
         if surface == "primary":
-            brand_neutrals = [c for c in (self.dark, self.light) if c != background and contrast(c, background) >= UI_CONTRAST]
+            brand_neutrals = [c for c in (self.dark, self.light)
+                              if c != background and contrast(c, background) >= UI_CONTRAST]
             button = brand_neutrals[0] if brand_neutrals else max((INK, WHITE), key=lambda c: contrast(c, background))
         else:
             button = self.primary if contrast(self.primary, background) >= PRIMARY_BUTTON_CONTRAST else self.accent

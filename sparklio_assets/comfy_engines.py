@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import av
 from PIL import Image, ImageDraw, ImageFilter
 
 from comfy_graphs import (
@@ -270,7 +271,8 @@ def make_key_image(comfy: Comfy, scene: Scene, brand_kit: BrandKit, product: str
             image = Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
             with atomic_path(layer_path(out_path)) as part:
                 layer.save(part, "PNG")
-            notes.append(f"packshot kept pixel-exact at {product_box(product_image.size)}; layer {layer_path(out_path).name}")
+            notes.append(f"packshot kept pixel-exact at {product_box(product_image.size)}; "
+                         f"layer {layer_path(out_path).name}")
         else:
             layer_path(out_path).unlink(missing_ok=True)  # a re-made scene without the product: no stale layer
         with atomic_path(out_path) as part:
@@ -341,8 +343,6 @@ def _opened(path: Path) -> Image.Image:
 
 
 def _decoded(path: Path) -> Iterator[Image.Image]:
-    import av
-
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             yield frame.to_image()
@@ -350,29 +350,24 @@ def _decoded(path: Path) -> Iterator[Image.Image]:
 
 def _encode_frames(images: Iterable[Image.Image], out_path: Path, fps: int = FPS,
                    layer: Image.Image | None = None) -> None:
-    import av
-
-    with atomic_path(out_path) as part:
-        with av.open(str(part), "w", format="mp4") as container:
-            stream = None
-            for rgb in images:
-                if layer is not None:
-                    rgb = Image.alpha_composite(cover_to_frame(rgb, *layer.size).convert("RGBA"), layer).convert("RGB")
-                if stream is None:
-                    stream = container.add_stream("libx264", rate=fps)
-                    stream.width, stream.height = rgb.width // 2 * 2, rgb.height // 2 * 2
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": "18", "preset": "veryfast"}
-                rgb = rgb.crop((0, 0, stream.width, stream.height))
-                for packet in stream.encode(av.VideoFrame.from_image(rgb)):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(out_path) as part, av.open(str(part), "w", format="mp4") as container:
+        stream = None
+        for rgb in images:
+            if layer is not None:
+                rgb = Image.alpha_composite(cover_to_frame(rgb, *layer.size).convert("RGBA"), layer).convert("RGB")
+            if stream is None:
+                stream = container.add_stream("libx264", rate=fps)
+                stream.width, stream.height = rgb.width // 2 * 2, rgb.height // 2 * 2
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": "18", "preset": "veryfast"}
+            rgb = rgb.crop((0, 0, stream.width, stream.height))
+            for packet in stream.encode(av.VideoFrame.from_image(rgb)):
                 container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def _count_frames(path: Path) -> int:
-    import av
-
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]

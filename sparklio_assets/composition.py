@@ -117,8 +117,9 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
         else:
             copy = Box(s.left, top, s.right, top + int(330 * u))
             if has_product:
+                logo_below = logo is not None and logo.top > s.center[1]
                 product = Box(s.left + int(90 * u), copy.bottom + int(70 * u), s.right - int(90 * u),
-                              s.bottom - int(30 * u) - (logo_h + int(20 * u) if logo is not None and logo.top > s.center[1] else 0))
+                              s.bottom - int(30 * u) - (logo_h + int(20 * u) if logo_below else 0))
             else:
                 copy = Box(s.left, s.top + int(300 * u), s.right, s.bottom - int(300 * u))
     elif act == "social":
@@ -127,7 +128,8 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
             badge = Box(s.right - d, s.top, s.right, s.top + d)
         if landscape:
             copy = Box(text_col.left, s.top + int(160 * u), text_col.right, s.bottom - int(200 * u))
-            stars = Box(text_col.left, copy.bottom + int(30 * u), text_col.left + int(420 * u), copy.bottom + int(110 * u))
+            stars = Box(text_col.left, copy.bottom + int(30 * u), text_col.left + int(420 * u),
+                        copy.bottom + int(110 * u))
         else:
             copy_top = (badge.bottom + int(40 * u)) if badge else top
             if not has_product:  # type-led: the claim and the stars in the middle of the frame
@@ -136,7 +138,8 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
             stars = Box(s.center[0] - int(230 * u), copy.bottom + int(20 * u), s.center[0] + int(230 * u),
                         copy.bottom + int(100 * u))
             if has_product:
-                product = Box(s.left + int(140 * u), stars.bottom + int(60 * u), s.right - int(140 * u), s.bottom - int(20 * u))
+                product = Box(s.left + int(140 * u), stars.bottom + int(60 * u), s.right - int(140 * u),
+                              s.bottom - int(20 * u))
     else:  # cta: the end card
         legal_h = int(110 * u) if brand.legal_text else 0
         legal = Box(text_col.left, s.bottom - legal_h, text_col.right, s.bottom) if legal_h else None
@@ -144,10 +147,12 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
         website_h = int(80 * u) if brand.website else 0
         website = Box(text_col.left, foot - website_h, text_col.right, foot) if website_h else None
         button_bottom = (website.top - int(16 * u)) if website else foot
-        cta = Box(text_col.left + int(20 * u), button_bottom - int(200 * u), text_col.right - int(20 * u), button_bottom)
+        cta = Box(text_col.left + int(20 * u), button_bottom - int(200 * u), text_col.right - int(20 * u),
+                  button_bottom)
         if has_product:
             copy = None
-            product = Box(text_col.left + int(120 * u), top + int(10 * u), text_col.right - int(120 * u), cta.top - int(60 * u))
+            product = Box(text_col.left + int(120 * u), top + int(10 * u), text_col.right - int(120 * u),
+                          cta.top - int(60 * u))
             if landscape:
                 product = Box(s.left + s.width // 2 + int(20 * u), s.top, s.right, s.bottom)
         else:

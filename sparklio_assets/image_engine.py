@@ -106,7 +106,7 @@ def product_sprite(shot: Packshot, box: Box, crop: bool = False) -> Image.Image:
     if shot.screen:
         return _phone(shot.image, box.height)
     img = shot.image
-    scale = min(box.width / img.width, box.height / img.height) * (1.0 if not crop else 1.0)
+    scale = min(box.width / img.width, box.height / img.height)
     return img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.LANCZOS)
 
 
@@ -142,7 +142,8 @@ def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt
     lay = layout_scene(scene, brand, fmt)
     size = SIZES[fmt]
     sch = lay.scheme
-    img = _gradient(size, mix(sch.background, WHITE, 0.03), mix(sch.background, sch.shade, 0.4))  # stays within ±5% of the colour
+    # a gentle gradient that stays within ±5% of the background colour
+    img = _gradient(size, mix(sch.background, WHITE, 0.03), mix(sch.background, sch.shade, 0.4))
     img = _shapes(img, lay, rng)
     if lay.product is not None and brand.product_images:
         index = (int(scene.id[-3:]) - 1) % len(brand.product_images) if scene.id[-3:].isdigit() else 0
@@ -154,7 +155,8 @@ def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt
                 # A wide product (a shoe) strides in from the right, between the headline and the logo.
                 u = size[0] / 1080
                 top = (lay.copy.bottom if lay.copy else box.top) + int(40 * u)
-                bottom = (lay.logo.top if lay.logo is not None and lay.logo.top > top else lay.safe.bottom) - int(30 * u)
+                below = lay.logo.top if lay.logo is not None and lay.logo.top > top else lay.safe.bottom
+                bottom = below - int(30 * u)
                 box = Box(int(size[0] * 0.36), top, int(size[0] * 1.22), bottom)
             else:
                 grow = 1.35

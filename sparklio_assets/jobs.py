@@ -17,14 +17,14 @@ import hashlib
 import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import DagsterInstance, MultiPartitionKey, define_asset_job
 
 from resources.artifacts import ArtifactStore
 
 from . import store_paths
-from .assets import GPU_WAIT_TAG, final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
+from .assets import final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
 from .files import slug, write_model
 from .models import JobSpec
 from .partitions import JOBS, scene_key
@@ -48,7 +48,6 @@ CHAIN_ID_TAG = "sparklio/chain_id"  # the storyboard run that started this pass 
 CAMPAIGN_TAG = "sparklio/campaign"  # the campaign file a job came from
 ROW_TAG = "sparklio/campaign_row"  # its line in that file (informational: not part of the job's id)
 SCENE_TAG = "dagster/partition/scene"  # Dagster's own tag for the scene dimension of a scene run
-# GPU_WAIT_TAG (set by the scene assets while they wait for a down or busy ComfyUI worker: the reason)
 CARRIED_TAGS = (JOB_TAG, CHAIN_TAG, CAMPAIGN_TAG)  # passed on from a run to the runs that follow it
 
 # ---------------------------------------------------------------- the asset jobs
@@ -106,7 +105,7 @@ def readable_job_id(product: str, created_at: datetime | None = None, content: s
     """`<product slug>-<yyyymmdd>-<short id>`: a job a person can tell apart in the UI's partition
     list. The short id is random unless `content` is given (then the same content names the same
     job, which is how a campaign brief is made exactly once)."""
-    when = (created_at or datetime.now(timezone.utc)).strftime("%Y%m%d")
+    when = (created_at or datetime.now(UTC)).strftime("%Y%m%d")
     digest = hashlib.sha256(content.encode()).hexdigest()[:8] if content else secrets.token_hex(4)
     return f"{slug(product, limit=30, fallback='ad')}-{when}-{digest}"
 

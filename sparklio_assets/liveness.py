@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -181,7 +181,7 @@ def hold(job_dir: Path, job_id: str, owner: str, instance=None, store=None, fd: 
                     who = f" ({lease.owner}, pid {lease.pid} on {lease.host})" if lease else ""
                     raise JobBusy(f"job {job_id} is being made by another process{who}")
             lease = Lease(lease_id=uuid.uuid4().hex, job_id=job_id, owner=owner, pid=os.getpid(),
-                          host=socket.gethostname(), started_at=datetime.now(timezone.utc))
+                          host=socket.gethostname(), started_at=datetime.now(UTC))
             path = lease_path(job_dir)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(lease.model_dump_json(), encoding="utf-8")
@@ -328,8 +328,8 @@ def free_slots(instance, run_id: str) -> None:
 
 def free_ended_slots(instance) -> list[str]:
     """Free the slots held, or queued for, by runs that have ended (or no longer exist)."""
-    from dagster._core.storage.dagster_run import FINISHED_STATUSES
     from dagster import RunsFilter
+    from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:

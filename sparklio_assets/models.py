@@ -12,13 +12,11 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pathlib import Path
-
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .brand_assets import AssetError, check_font, check_image
 from .language import language_of
@@ -182,7 +180,8 @@ class BrandKit(_Strict):
     cta_default: str = Field(default="", max_length=ONSCREEN_TEXT_MAX)
     logo: str | None = Field(default=None, description="PNG/WebP with alpha, or SVG")
     product_images: list[ProductImage] = Field(default_factory=list, max_length=8,
-                                               description="packshots: alpha PNG/WebP, or JPEG/PNG on a plain background")
+                                               description="packshots: alpha PNG/WebP, or JPEG/PNG on a plain "
+                                                           "background")
     fonts: BrandFonts = Field(default_factory=BrandFonts)
     legal_text: str = Field(default="", max_length=300, description="verbatim small print on the end card")
     website: str = Field(default="", max_length=80, description="shown on the CTA card")
@@ -291,7 +290,7 @@ class JobSpec(_Strict):
     brand: BrandKit | None = None
     quality: Quality = "draft"
     engine_preference: EnginePreference = "auto"
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def brand_kit(self) -> BrandKit:

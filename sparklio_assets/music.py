@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Literal, Sequence
+from functools import cache
+from typing import Literal
 
 import numpy as np
 from scipy import fft as sfft
@@ -95,7 +96,8 @@ def _chord(numeral: str, root: int, *tones: int) -> Chord:
     return Chord(numeral, root, tones)
 
 
-I, I_ADD9, I_MAJ9 = _chord("I", 0, 0, 4, 7), _chord("Iadd9", 0, 0, 4, 7, 14), _chord("Imaj9", 0, 0, 4, 7, 11, 14)
+I, I_ADD9, I_MAJ9 = _chord(  # noqa: E741 (I is the chord's Roman numeral)
+    "I", 0, 0, 4, 7), _chord("Iadd9", 0, 0, 4, 7, 14), _chord("Imaj9", 0, 0, 4, 7, 11, 14)
 IV, IV_ADD9, IV_MAJ7 = _chord("IV", 5, 0, 4, 7), _chord("IVadd9", 5, 0, 4, 7, 14), _chord("IVmaj7", 5, 0, 4, 7, 11)
 V, V9SUS = _chord("V", 7, 0, 4, 7), _chord("V9sus4", 7, 0, 5, 7, 10, 14)
 VI, VI7, VI9 = _chord("vi", 9, 0, 3, 7), _chord("vi7", 9, 0, 3, 7, 10), _chord("vi9", 9, 0, 3, 7, 10, 14)
@@ -153,7 +155,7 @@ def _pan(p: float) -> tuple[float, float]:
     return math.sqrt(2) * math.cos(a), math.sqrt(2) * math.sin(a)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sos(btype: str, cutoff: float | tuple[float, float], sr: int, order: int = 2) -> np.ndarray:
     """A Butterworth filter as second-order sections; cutoffs are kept below Nyquist."""
     top = 0.45 * sr
@@ -482,7 +484,7 @@ class _Plan:
     drums_from: int  # a one-bar intro without drums where the track is long enough
 
     def sample(self, t: float, sr: int) -> int:
-        return int(round(t * sr))
+        return round(t * sr)
 
 
 def _tonic_chord(style: MoodStyle) -> Chord:
@@ -567,7 +569,7 @@ class _Buses:
     kick: np.ndarray  # (n,)
 
     @classmethod
-    def empty(cls, n: int) -> "_Buses":
+    def empty(cls, n: int) -> _Buses:
         return cls(*(np.zeros((n, 2), np.float32) for _ in range(3)), *(np.zeros(n, np.float32) for _ in range(2)))
 
 
@@ -888,7 +890,7 @@ def _add_accents(mix: np.ndarray, send: np.ndarray, synth: _Synth, boundaries: S
         x = np.concatenate([x, cymbal[len(x) - centre:]])
         window = x[max(0, centre - int(0.3 * sr)):centre + int(0.3 * sr)]
         gain = target / max(_rms(window), 1e-9)
-        start = int(round(b * sr)) - centre
+        start = round(b * sr) - centre
         _add(mix, x, start, gain)
         _add(send, x, start, ACCENT_SEND * gain)
 

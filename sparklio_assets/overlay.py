@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .brand_assets import load_logo
-from .colour_roles import RGB, WCAG_AA, contrast, hex_rgb, luminance  # noqa: F401  (re-exported)
+from .colour_roles import RGB, WCAG_AA, contrast, hex_rgb, luminance
 from .composition import SceneLayout, layout_scene
 from .copy_fit import Fitted, fit_copy
 from .geometry import HEIGHT, MASTER, SAFE_AREA, SAFE_CENTER_X, SIZES, WIDTH, Box  # noqa: F401
@@ -181,8 +181,8 @@ def _logo(p: _Painter, lay: SceneLayout, brand: BrandKit, box: Box) -> tuple[Box
         if contrast(ink, ground) < 3.0:
             chip_colour = max((lay.roles.light, lay.roles.dark, (255, 255, 255)), key=lambda c: contrast(c, ink))
             pad = int(18 * p.u)
-            logo = logo.resize((max(1, logo.width - 2 * pad), max(1, int(logo.height * (logo.width - 2 * pad) / logo.width))),
-                               Image.LANCZOS)
+            inner = max(1, logo.width - 2 * pad)
+            logo = logo.resize((inner, max(1, int(logo.height * inner / logo.width))), Image.LANCZOS)
             chip = Box(x, y, x + logo.width + 2 * pad, y + logo.height + 2 * pad)
             if chip.bottom > box.bottom:
                 chip = Box(chip.left, box.bottom - chip.height, chip.right, box.bottom)
@@ -201,7 +201,8 @@ def _logo(p: _Painter, lay: SceneLayout, brand: BrandKit, box: Box) -> tuple[Box
 
 
 def render_overlay(scene: Scene, brand: BrandKit, product: str, language: str,
-                   backdrop: np.ndarray | Image.Image | None = None, fmt: str = MASTER) -> tuple[Image.Image, OverlayLayout]:
+                   backdrop: np.ndarray | Image.Image | None = None,
+                   fmt: str = MASTER) -> tuple[Image.Image, OverlayLayout]:
     """The RGBA layer for one scene and where its parts are. `backdrop` is the key image (RGB), when
     known: plates are then drawn only where the picture would make the copy unreadable."""
     if isinstance(backdrop, Image.Image):

@@ -9,6 +9,7 @@ or a human writes the real claim.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from .copy_safety import safe_brief
 from .language import HANGUL, language_of
 from .models import FPS, ONSCREEN_TEXT_MAX, PURPOSES, BrandKit, Brief, Scene, Storyboard, StoryboardMetadata
 
-__all__ = ["plan_storyboard", "scene_plan", "english_audience", "split_frames"]
+__all__ = ["english_audience", "plan_storyboard", "scene_plan", "split_frames"]
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def split_frames(total_frames: int, weights: list[float]) -> list[int]:
         acc += w
         cum.append(round(acc / total_w * total_frames / step) * step)
     cum.append(total_frames)
-    return [b - a for a, b in zip(cum, cum[1:])]
+    return [b - a for a, b in itertools.pairwise(cum)]
 
 
 def _fit(text: str, limit: int = ONSCREEN_TEXT_MAX) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av  # PyAV: decodes generated clips without a second ffmpeg process
 import cv2
 import numpy as np
 
@@ -194,8 +195,6 @@ class _LoadedScene:
 
 
 def _decode(path: Path) -> Iterator[np.ndarray]:
-    import av  # PyAV: decodes generated clips without a second ffmpeg process
-
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             yield to_i420(cover(frame.to_ndarray(format="bgr24")))

@@ -161,10 +161,10 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
                 seconds = json.loads(cost.read_text())["encode_seconds"] if cost.is_file() else 0.0
             else:
                 began = time.perf_counter()
-                encoder.encode_i420(lambda s=start, e=stop: _frames(fmt_scenes, timeline.crossfade, s, e, size, master,
-                                                                          top),
+                encoder.encode_i420(lambda s=start, e=stop, inputs=fmt_scenes, size=size, top=top: _frames(
+                                        inputs, timeline.crossfade, s, e, size, master, top),
                                     size[0], size[1], FPS, path, log=log,
-                                    check=lambda p, n=stop - start: check_segment(p, size[0], size[1], n))
+                                    check=lambda p, n=stop - start, size=size: check_segment(p, size[0], size[1], n))
                 seconds = round(time.perf_counter() - began, 3)
                 encode_seconds += seconds
                 _write_json(cost, {"encode_seconds": seconds})

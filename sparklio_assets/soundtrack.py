@@ -28,9 +28,9 @@ from scipy.io import wavfile
 from scipy.ndimage import minimum_filter1d
 
 from .files import atomic_path
+from .language import language_of
 from .models import JobSpec, Scene, Storyboard
 from .music import SAMPLE_RATE, compose, style_for
-from .language import language_of
 
 TARGET_LUFS = -14.0
 CEILING_DBTP = -1.0

@@ -86,7 +86,7 @@ class Face:
 
     @property
     def line_height(self) -> int:
-        return int(round((self.ascent + self.descent) * 1.08))
+        return round((self.ascent + self.descent) * 1.08)
 
     def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill) -> None:
         """Draw one line with its top-left at xy (baseline at y + ascent)."""

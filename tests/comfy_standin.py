@@ -449,14 +449,14 @@ class ComfyStandin:
         for websocket, loop in targets:
             try:
                 asyncio.run_coroutine_threadsafe(websocket.send_text(text), loop).result(2)
-            except Exception:  # noqa: BLE001 - a closed socket just misses the event
+            except Exception:
                 pass
 
     def _drop_sockets(self, client_id: str) -> None:
         for websocket, loop in list(self._sockets.get(client_id, [])):
             try:
                 asyncio.run_coroutine_threadsafe(websocket.close(code=1011), loop).result(2)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         self._sockets.pop(client_id, None)
 
@@ -587,7 +587,7 @@ class ComfyStandin:
                 self._interrupt = False
             try:
                 self._execute(job)
-            except Exception:  # noqa: BLE001 - the stand-in must never die silently
+            except Exception:
                 traceback.print_exc()
             finally:
                 with self._lock:
@@ -640,7 +640,7 @@ class ComfyStandin:
                 node = runner.current or ""
                 event("execution_interrupted", {"node_id": node, "node_type": job.prompt.get(node, {}).get("class_type", ""),
                                                 "executed": list(runner.done)}, record=True)
-            except Exception as error:  # noqa: BLE001 - reported like ComfyUI does
+            except Exception as error:
                 status = "error"
                 node = runner.current or ""
                 event("execution_error", {"node_id": node, "node_type": job.prompt.get(node, {}).get("class_type", ""),
@@ -688,9 +688,9 @@ class _Runner:
 
     def check_interrupt(self) -> None:
         if self.server._killed:
-            raise Killed()
+            raise Killed
         if self.server._interrupt or self.server._stop:
-            raise Interrupted()
+            raise Interrupted
 
     def value(self, nid: str) -> tuple:
         if nid in self.values:
@@ -865,7 +865,7 @@ class _Runner:
         self.executed(nid, {"images": results})
         return ()
 
-    def n_VHS_VideoCombine(self, nid, images, frame_rate, loop_count, filename_prefix, format, pingpong=False,
+    def n_VHS_VideoCombine(self, nid, images, frame_rate, loop_count, filename_prefix, format, pingpong=False,  # noqa: A002
                            save_output=True, crf=19, pix_fmt="yuv420p", **_):
         if pingpong:
             images = images + images[-2:0:-1]
@@ -878,7 +878,7 @@ class _Runner:
         images[0].save(workflow, "PNG")
         if ext == "mp4":
             with av.open(str(path), "w", format="mp4") as container:
-                stream = container.add_stream("libx264", rate=int(round(float(frame_rate))))
+                stream = container.add_stream("libx264", rate=round(float(frame_rate)))
                 stream.width, stream.height = images[0].width // 2 * 2, images[0].height // 2 * 2
                 stream.pix_fmt = pix_fmt
                 stream.options = {"crf": str(crf), "preset": "ultrafast"}

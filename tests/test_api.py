@@ -443,7 +443,7 @@ def test_fuzz_the_openapi_schema(home, finished):
             @given(case=operation.as_strategy(generation_mode=mode, path_parameters=fixed or None))
             @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck), print_blob=False)
-            def fuzz(case):
+            def fuzz(case, operation=operation):
                 response = case.call_and_validate(headers={"X-API-Key": "fuzz-key"})
                 codes.setdefault(operation.label, set()).add(response.status_code)
 

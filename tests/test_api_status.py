@@ -3,7 +3,7 @@ workers or files. The end-to-end tests (test_api.py) show the same states on rea
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import DagsterRunStatus as S
@@ -13,7 +13,7 @@ from api.worker import WorkerRecord
 from sparklio_assets.models import BrandKit, Brief
 from sparklio_assets.planner import plan_storyboard
 
-T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 BRIEF = Brief(brand_id="b1", product="Daily Eye Care Moisturizer", target_audience="20-30대 직장인",
               goal="제품 인지도 + 전환", duration=5, tone="professional_warm", channels=["instagram_reels"])
 PLAN = plan_storyboard(BRIEF, BrandKit.default_for(BRIEF))

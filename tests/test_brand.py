@@ -21,7 +21,7 @@ from sparklio_assets.copy_fit import fit_copy
 from sparklio_assets.geometry import SAFE_AREA
 from sparklio_assets.image_engine import render_key_image
 from sparklio_assets.language import language_of
-from sparklio_assets.models import PURPOSES, BrandKit, Brief, JobSpec, Scene, describe_validation_error
+from sparklio_assets.models import PURPOSES, BrandKit, Brief, JobSpec, describe_validation_error
 from sparklio_assets.overlay import render_overlay
 from sparklio_assets.planner import plan_storyboard
 from sparklio_assets.typography import face, font
@@ -210,7 +210,7 @@ def test_real_logo_is_where_the_storyboard_puts_it(shoe):
         box = placed.logo_box
         if asks:
             assert box is not None and placed.logo_is_image and SAFE_AREA.contains(box), scene.id
-            inner = logo if box.height > 0 else logo
+            inner = logo
             scale = min(box.width / inner.shape[1], box.height / inner.shape[0])
             tmpl = cv2.resize(inner, (int(inner.shape[1] * scale), int(inner.shape[0] * scale)), interpolation=cv2.INTER_AREA)
             a = tmpl[:, :, 3:4] / 255
@@ -234,7 +234,7 @@ def test_no_purpose_label_is_drawn(shoe, bank):
     """Compare each frame against a render of every purpose's label: it must not be there. The
     same search finds the label at once when it is pasted into a frame (the control)."""
     labels = [(p.upper(), 30) for p in PURPOSES] + [(p, 44) for p in PURPOSES]  # the old chip, a title
-    half = lambda img: cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)  # noqa: E731
+    half = lambda img: cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
     def best(gray: np.ndarray, ink: np.ndarray) -> float:
         low, high, _, _ = cv2.minMaxLoc(cv2.matchTemplate(gray, ink, cv2.TM_CCOEFF_NORMED))

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -154,10 +155,10 @@ def test_recurring_schedule_makes_each_brief_once_per_night(env):
     (campaigns / "recurring").mkdir()
     (campaigns / "recurring" / "daily.jsonl").write_text(json.dumps(BRIEF) + "\n")
     schedule = defs.resolve_schedule_def("recurring_campaigns")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def tick(day: int):
-        when = datetime(2026, 3, day, 2, tzinfo=timezone.utc)
+        when = datetime(2026, 3, day, 2, tzinfo=UTC)
         with build_schedule_context(instance=instance, scheduled_execution_time=when, resources={"store": store},
                                     repository_def=defs.get_repository_def()) as context:
             return list(schedule.evaluate_tick(context).run_requests or [])

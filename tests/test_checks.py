@@ -10,11 +10,11 @@ import pytest
 from dagster import AssetSelection, DagsterEventType, Definitions, define_asset_job, instance_for_test
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets.files import write_model
 from resources.ffmpeg import FFmpegRunner
 from sparklio_assets import store_paths as layout
 from sparklio_assets.checks import CHECKS, inspect_video, read_report
 from sparklio_assets.definitions import defs
+from sparklio_assets.files import write_model
 from sparklio_assets.models import BrandKit, JobSpec
 from sparklio_assets.pipeline import QUIET, create_job, run_job
 

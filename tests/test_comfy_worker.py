@@ -11,6 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from comfy_graphs import animatediff_clip, configured_graphs, sdxl_product_scene
+from comfy_standin import OBJECT_INFO, ComfyStandin
+from local_servers import free_port
 from resources.artifacts import ArtifactStore
 from resources.comfyui import ComfyModels, ComfyUIClient, ComfyUIResource, validate_graph
 from resources.comfyui.config import ConfigFileError, comfy_resource
@@ -25,8 +27,6 @@ from sparklio_assets.comfy_engines import (
     product_layer,
 )
 from sparklio_assets.models import BrandKit, Brief, JobSpec, KeyImageRecord, MotionRecord, Scene
-from comfy_standin import OBJECT_INFO, ComfyStandin
-from local_servers import free_port
 
 DATA = Path(__file__).resolve().parent / "data"
 PRODUCT_DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
@@ -399,7 +399,7 @@ def test_a_scene_step_waits_out_a_worker_restart(server, dagster_home):
     def scene_run() -> None:
         try:
             remake_scene("restart", "scene_001", defs, instance, store, on_stage=lambda r: box.update(report=r))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             box["error"] = error
 
     server.faults.step_delay = 0.2

@@ -24,6 +24,8 @@ from comfy_graphs import (
     with_controlnet,
     with_ipadapter,
 )
+from comfy_standin import ComfyStandin
+from local_servers import free_port
 from resources.artifacts import ArtifactStore
 from resources.comfyui import (
     ComfyBusy,
@@ -44,8 +46,6 @@ from resources.ffmpeg import FFmpegRunner
 from sparklio_assets import comfy_engines
 from sparklio_assets.comfy_engines import make_key_image, make_motion_clip, use_comfy
 from sparklio_assets.models import BrandKit, Brief, JobSpec, KeyImageRecord, MotionRecord, Scene
-from comfy_standin import ComfyStandin
-from local_servers import free_port
 
 DATA = Path(__file__).resolve().parent / "data"
 PRODUCT_DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
@@ -230,7 +230,7 @@ def test_user_text_is_data_not_json():
     assert g["3"]["inputs"]["text"] == nasty and "99" not in g
     assert json.loads(json.dumps(g)) == g and issues(g) == []
     assert seed_of("job/scene") == seed_of("job/scene") != seed_of("job/scene2")
-    assert 0 <= seed_of(-5) and 0 <= seed_of("x") < 2 ** 64
+    assert seed_of(-5) >= 0 and 0 <= seed_of("x") < 2 ** 64
 
 
 def test_motion_frames_cover_the_scene():
@@ -475,7 +475,7 @@ def _run_in_thread(client, graph, out):
     def target():
         try:
             box["result"] = client.run(graph, out)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             box["error"] = error
 
     thread = threading.Thread(target=target)
@@ -731,8 +731,8 @@ def test_unreachable_worker_fails_with_the_root_cause(tmp_path):
 
     from sparklio_assets import store_paths as layout
     from sparklio_assets.assets import scene_key_image
-    from sparklio_assets.planner import plan_storyboard
     from sparklio_assets.files import write_model
+    from sparklio_assets.planner import plan_storyboard
 
     store = ArtifactStore(home=str(tmp_path))
     spec = _job("down-job", "standard")

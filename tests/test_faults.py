@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from api import jobs, worker
 from api.app import create_app
+from api.status import status
 from llm_standins import OllamaStandIn, Slow
 from resources.artifacts import ArtifactStore
 from sparklio_assets import liveness
@@ -101,7 +102,7 @@ def sparklio(home: Path, *args: str, env: dict[str, str] | None = None) -> subpr
 def start(home_and_started, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A sparklio command in its own process group (so SIGKILL takes its ffmpeg children too)."""
     home, started = home_and_started
-    log = open(home / f"{args[0]}-{len(started)}.log", "wb")
+    log = open(home / f"{args[0]}-{len(started)}.log", "wb")  # noqa: SIM115 (Popen writes to it; closed below)
     process = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", *args, "--out", str(home)],
                                stdout=log, stderr=subprocess.STDOUT, env=env or env_for(home), start_new_session=True)
     log.close()
@@ -160,7 +161,7 @@ def failure_message(instance: DagsterInstance, run_id: str) -> str:
 
 
 def api_status(home: Path, instance: DagsterInstance, job_id: str):
-    return jobs.status(jobs.load(job_id, ArtifactStore(home=str(home)), instance))
+    return status(jobs.load(job_id, ArtifactStore(home=str(home)), instance))
 
 
 def sha(path: Path) -> str:
@@ -189,7 +190,9 @@ def scene_ids(home: Path, job_id: str) -> list[str]:
 
 
 def made_stages(stdout: str) -> list[str]:
-    return [line.split()[1] for line in stdout.splitlines() if line.strip().startswith("✓")]
+    """The stages a `sparklio generate` made (its ✓ stage lines; not its ✓ check lines)."""
+    return [line.split()[1] for line in stdout.splitlines()
+            if line.strip().startswith("✓") and line.split()[1] != "check"]
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +218,7 @@ def killed(home, instance):
     faults.append(instance.get_run_by_id(victims["killed-at-storyboard"].run_id).status)
     for job_id, stage in (("killed-mid-scene", "scene_002"), ("killed-at-final", "final_video")):
         process = start(home, "generate", brief, "--job-id", job_id)
-        victims[job_id] = wait_until(lambda: running_stage(instance, job_id, stage), f"{job_id}: {stage} runs",
+        victims[job_id] = wait_until(lambda j=job_id, s=stage: running_stage(instance, j, s), f"{job_id}: {stage} runs",
                                      process)
         kill(process)
         faults.append(instance.get_run_by_id(victims[job_id].run_id).status)

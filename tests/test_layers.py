@@ -156,3 +156,13 @@ def test_resources_import_no_wiring_and_no_face(module):
 def test_wiring_never_imports_a_face(module):
     bad = sorted(e for e in project_edges(module) if layer_of(e) == "face")
     assert not bad, f"{module} (wiring) imports {', '.join(bad)}"
+
+
+def test_ruff_is_clean():
+    """The lint rules in pyproject.toml ([tool.ruff]) hold for the whole tree."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(ROOT)], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr

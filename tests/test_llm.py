@@ -10,6 +10,17 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, Definitions
 
+from llm_standins import (
+    Answer,
+    AnthropicStandIn,
+    Fail,
+    ModelMissing,
+    OllamaStandIn,
+    OpenAIStandIn,
+    Slow,
+    Text,
+    refused_url,
+)
 from resources.artifacts import ArtifactStore
 from resources.llm import LLMRouter, Route, format_usd, route_for, storyboard_cost_usd
 from resources.llm.prompts import system_prompt
@@ -26,17 +37,6 @@ from resources.llm.schema import (
 from sparklio_assets import store_paths as layout
 from sparklio_assets.models import FPS, ONSCREEN_TEXT_MAX, BrandKit, Brief, JobSpec, Storyboard
 from sparklio_assets.planner import plan_storyboard
-from llm_standins import (
-    AnthropicStandIn,
-    Answer,
-    Fail,
-    ModelMissing,
-    OllamaStandIn,
-    OpenAIStandIn,
-    Slow,
-    Text,
-    refused_url,
-)
 
 DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
 BRIEF = Brief.model_validate(json.loads((DATA / "demo_brief.json").read_text()))

@@ -5,7 +5,7 @@ The checks measure the signal (onset autocorrelation for tempo, a pitch-class hi
 band energies for the accents), so they hold for any arrangement that meets the brief.
 """
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from sparklio_assets.music import DEFAULT_MOOD, MOODS, SAMPLE_RATE, MoodStyle, c
 SR = SAMPLE_RATE
 
 
-@lru_cache(maxsize=None)
+@cache
 def bed(mood: str, duration: float, boundaries: tuple[float, ...] = (), seed: str = "") -> np.ndarray:
     """compose, once per argument set for the whole module (each call takes a fraction of a second)."""
     out = compose(mood, duration, boundaries, seed)

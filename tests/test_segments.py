@@ -13,11 +13,11 @@ import pytest
 from dagster import Definitions, instance_for_test
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets.files import write_model
 from resources.ffmpeg import FFmpegRunner
 from sparklio_assets import segments
 from sparklio_assets import store_paths as layout
 from sparklio_assets.definitions import defs
+from sparklio_assets.files import write_model
 from sparklio_assets.models import FPS, JobSpec, MotionRecord, Storyboard
 from sparklio_assets.pipeline import assemble, create_job, remake_scene, run_job
 from sparklio_assets.render import SceneInput, Timeline, frames_i420

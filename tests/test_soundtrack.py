@@ -9,10 +9,10 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets.files import write_model
 from resources.ffmpeg import FFmpegRunner
 from resources.tts import TTSResource
 from sparklio_assets import store_paths as layout
+from sparklio_assets.files import write_model
 from sparklio_assets.models import BrandKit, Brief, JobSpec
 from sparklio_assets.music import SAMPLE_RATE
 from sparklio_assets.planner import plan_storyboard
@@ -102,7 +102,7 @@ def test_limiter_leaves_quiet_audio_alone_and_catches_a_peak():
 def test_music_ducks_under_a_line_and_comes_back():
     voice = Voice(start=2.0, samples=np.full((SAMPLE_RATE, 2), 0.1, np.float32))
     gain = duck_envelope(5 * SAMPLE_RATE, [voice])
-    at = lambda s: gain[int(s * SAMPLE_RATE)]  # noqa: E731
+    at = lambda s: gain[int(s * SAMPLE_RATE)]
     assert at(0.5) == pytest.approx(1.0) and at(4.5) == pytest.approx(1.0)
     assert at(2.5) == pytest.approx(10 ** (DUCK_DB / 20), rel=1e-3)
     assert at(2.0) < 0.7, "the music is already down when the first syllable starts"

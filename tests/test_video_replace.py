@@ -11,14 +11,14 @@ import pytest
 from dagster import Definitions, define_asset_job, instance_for_test
 
 from resources.artifacts import ArtifactStore
-from sparklio_assets.files import write_model
 from resources.ffmpeg import FFmpegRunner
 from sparklio_assets import segments
 from sparklio_assets import store_paths as layout
 from sparklio_assets.assets import final_video
 from sparklio_assets.definitions import defs
-from sparklio_assets.models import FPS, JobSpec
+from sparklio_assets.files import write_model
 from sparklio_assets.jobs import FINAL_VIDEO, Stage
+from sparklio_assets.models import FPS, JobSpec
 from sparklio_assets.pipeline import PipelineError, create_job, run_job, run_stages
 from sparklio_assets.video_probe import verify
 

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import errno
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path as PathParam
+from fastapi import APIRouter, Body, HTTPException
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from sparklio_assets.files import write_model
 from sparklio_assets import store_paths as layout
 from sparklio_assets.checks import read_report
+from sparklio_assets.files import write_model
 from sparklio_assets.models import JobSpec, Storyboard
 from sparklio_assets.partitions import JOBS
 
 from .. import jobs, worker
-from ..dependencies import JobDep, JobId, LinksDep, RuntimeDep, Runtime, load_job
+from ..dependencies import JobDep, JobId, LinksDep, Runtime, RuntimeDep, load_job
 from ..engines import NO_CLOUD, cloud_available
 from ..errors import disk_full, field_errors, problem_422
 from ..schemas import (
@@ -114,7 +115,7 @@ def launch(runtime: Runtime, links: LinksDep, job: jobs.Job, kind: str, args: li
         seconds = estimate(runtime, job.plan)
     return GenerateResponse(
         job_id=job.job_id, status="queued",
-        estimated_completion=datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=round(seconds)),
+        estimated_completion=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=round(seconds)),
         status_url=links(f"/video/status/{job.job_id}"), events_url=links(f"/video/events/{job.job_id}", signed=True),
         warnings=warnings)
 
@@ -193,7 +194,7 @@ def cancel(job_id: JobId, runtime: RuntimeDep) -> StatusResponse:
         if job.record is None:
             raise HTTPException(409, detail=f"job {job_id} is run by another process (the sparklio CLI), "
                                             "not by this API; stop it there")
-        job.record.canceled_at = datetime.now(timezone.utc).isoformat()
+        job.record.canceled_at = datetime.now(UTC).isoformat()
         worker.write_record(job.dir, job.record)
         worker.kill(job.dir, job.record)
         jobs.cancel_runs(job, runtime.instance, "canceled through the Sparklio API")

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from .protocol import (
     OWN_PROMPT_ID_SINCE,
@@ -44,9 +46,9 @@ from .protocol import (
     ComfyBusy,
     ComfyCancelStuck,
     ComfyError,
+    ComfyExecutionError,
     ComfyInterrupted,
     ComfyLostJob,
-    ComfyExecutionError,
     ComfyTimeout,
     ComfyUnavailable,
     ComfyValidationError,
@@ -81,7 +83,8 @@ class ComfyUIClient:
         self.timeout_s, self.max_attempts, self.backoff_s = timeout_s, max(1, max_attempts), backoff_s
         self.poll_interval_s, self.lost_after_polls, self.ws_ping_s = poll_interval_s, lost_after_polls, ws_ping_s
         self.connect_timeout_s = connect_timeout_s
-        self.queue_timeout_s, self.worker_wait_s, self.cancel_confirm_s = queue_timeout_s, worker_wait_s, cancel_confirm_s
+        self.queue_timeout_s, self.worker_wait_s = queue_timeout_s, worker_wait_s
+        self.cancel_confirm_s = cancel_confirm_s
         self.on_wait = on_wait  # told why the job waits for the worker ("" once it is back)
         self.use_env_proxy = use_env_proxy
         self.models = models  # ComfyModels of the resource that made this client (builders read it)
@@ -157,7 +160,8 @@ class ComfyUIClient:
                                  files={"image": (name or Path(path).name, data,
                                                   mimetypes.guess_type(str(path))[0] or "application/octet-stream")})
         if response.status_code != 200:
-            raise ComfyError(f"ComfyUI refused the upload of {path} (HTTP {response.status_code}): {response.text[:200]}")
+            raise ComfyError(f"ComfyUI refused the upload of {path} (HTTP {response.status_code}): "
+                             f"{response.text[:200]}")
         body = response.json()
         stored = body.get("name") or ""
         if not stored:
@@ -270,15 +274,13 @@ class ComfyUIClient:
     @contextmanager
     def _socket(self, client_id: str) -> Iterator[Any]:
         """The WebSocket for our client_id, or None if it cannot be opened (we poll instead)."""
-        from websockets.sync.client import connect
-
         ws_url = re.sub(r"^http", "ws", self.url) + f"/ws?clientId={client_id}"
         with ExitStack() as stack:
             try:
                 ws = stack.enter_context(connect(ws_url, open_timeout=self.connect_timeout_s,
                                                  ping_interval=self.ws_ping_s, ping_timeout=self.ws_ping_s,
                                                  max_size=2 ** 24, proxy=True if self.use_env_proxy else None))
-            except Exception as error:  # noqa: BLE001 - any failure here only costs us the hints
+            except Exception as error:
                 self.log(f"ComfyUI websocket not available ({type(error).__name__}: {error}); polling /history only")
                 ws = None
             yield ws
@@ -289,8 +291,6 @@ class ComfyUIClient:
 
         Queued behind other jobs, it waits up to `queue_timeout_s` (ComfyBusy after); once it
         runs, up to `timeout_s` (ComfyTimeout after). Either way it is cancelled and confirmed gone."""
-        from websockets.exceptions import ConnectionClosed
-
         missing = 0
         last_poll = float("-inf")
         finished = False  # a final event arrived: history is written a moment later, look often
@@ -452,7 +452,7 @@ class ComfyUIClient:
         if self.on_wait is not None:
             try:
                 self.on_wait(reason)
-            except Exception as error:  # noqa: BLE001 - a status hook must never fail the job
+            except Exception as error:
                 self.log(f"status hook failed: {error}")
 
     def run(self, graph: Graph, out_dir: Path, *, uploads: Mapping[str, Path] | None = None,

@@ -32,7 +32,8 @@ CLIP_VISION_H = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
 # for SDXL and SD1.5 models. Checked through IPAdapterModelLoader / CLIPVisionLoader's lists.
 IPADAPTER_PRESET_FILES: dict[str, dict[str, str]] = {
     "STANDARD (medium strength)": {"sdxl": "ip-adapter_sdxl_vit-h.safetensors", "sd15": "ip-adapter_sd15.safetensors"},
-    "PLUS (high strength)": {"sdxl": "ip-adapter-plus_sdxl_vit-h.safetensors", "sd15": "ip-adapter-plus_sd15.safetensors"},
+    "PLUS (high strength)": {"sdxl": "ip-adapter-plus_sdxl_vit-h.safetensors",
+                             "sd15": "ip-adapter-plus_sd15.safetensors"},
     "LIGHT - SD1.5 only (low strength)": {"sd15": "ip-adapter_sd15_light_v11.bin"},
     "PLUS FACE (portraits)": {"sdxl": "ip-adapter-plus-face_sdxl_vit-h.safetensors",
                               "sd15": "ip-adapter-plus-face_sd15.safetensors"},
@@ -142,7 +143,8 @@ def needs_of(graphs: Mapping[str, Graph], optional_models: Iterable[str] = ()) -
 
 def _choices(object_info: Mapping[str, Any], class_type: str, input_name: str) -> list[Any]:
     schema = object_info.get(class_type) or {}
-    spec = {**schema.get("input", {}).get("optional", {}), **schema.get("input", {}).get("required", {})}.get(input_name)
+    inputs = schema.get("input", {})
+    spec = {**inputs.get("optional", {}), **inputs.get("required", {})}.get(input_name)
     if not spec:
         return []
     if isinstance(spec[0], list):

@@ -9,6 +9,7 @@ from typing import Any
 
 from .protocol import NodeIssue
 
+
 def _is_link(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[1], int) \
         and not isinstance(value[1], bool) and isinstance(value[0], (str, int))

@@ -14,8 +14,8 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from sparklio_assets.models import MAX_SCENES, ONSCREEN_TEXT_MAX, BrandKit, Brief
 from sparklio_assets.language import language_of
+from sparklio_assets.models import MAX_SCENES, ONSCREEN_TEXT_MAX, BrandKit, Brief
 from sparklio_assets.planner import scene_plan
 
 SYSTEM = {"usp": "strategist.md", "draft": "scene_planner.md", "refine": "copywriter.md"}

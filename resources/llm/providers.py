@@ -38,14 +38,17 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import anthropic
 import httpx
 import httpx2
 import ollama
 import openai
+
+from .salvage import parse_lenient
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ class _Progress:
             self.first = self.first or now
             self.last = now
         if self.deadline is not None and now > self.deadline:
-            raise OverBudget()
+            raise OverBudget
 
     @property
     def text(self) -> str:
@@ -272,8 +275,6 @@ class Exchange(ABC):
                           {"role": "user", "content": feedback}]
 
     def _reply(self, text: str, cut_off: bool, max_tokens: int, **values: Any) -> Reply:
-        from .salvage import parse_lenient
-
         if cut_off:
             return Reply(None, text, f"the answer was cut off at {max_tokens} tokens; write less", **values)
         data, problem, repairs = parse_lenient(text)
@@ -319,7 +320,7 @@ class Provider(ABC):
     def exchange(self, system: str, user: str, tool_name: str, schema: dict[str, Any],
                  limited_schema: dict[str, Any] | None = None) -> Exchange: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: providers holding a client close it)
         pass
 
 
@@ -414,7 +415,7 @@ class OllamaProvider(Provider):
     def _available_models_hint(self) -> str:
         try:
             names = [m.model for m in self.client.list().models if m.model]
-        except Exception:  # noqa: BLE001 - only a hint for the message
+        except Exception:
             return f"; pull it with `ollama pull {self.model}`"
         return f"; this server has {', '.join(names) or 'no models'}; pull it with `ollama pull {self.model}`"
 

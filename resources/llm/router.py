@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any, Optional
+from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import Field, ValidationError
@@ -182,7 +182,8 @@ class LLMRouter(ConfigurableResource):
     openai_api_key: str = Field(default="", description="Empty: $OPENAI_API_KEY.")
     openai_base_url: str = Field(default="", description="Empty: $OPENAI_BASE_URL, else api.openai.com. An "
                                                          "OpenAI-compatible server (Ollama's /v1) needs no key.")
-    openai_model: str = Field(default="", description=f"Empty: $SPARKLIO_OPENAI_MODEL, else {DEFAULT_MODELS['openai']}.")
+    openai_model: str = Field(default="",
+                              description=f"Empty: $SPARKLIO_OPENAI_MODEL, else {DEFAULT_MODELS['openai']}.")
     anthropic_api_key: str = Field(default="", description="Empty: $ANTHROPIC_API_KEY.")
     anthropic_base_url: str = Field(default="", description="Empty: $ANTHROPIC_BASE_URL, else api.anthropic.com.")
     anthropic_model: str = Field(default="", description="Empty: $SPARKLIO_ANTHROPIC_MODEL, else "
@@ -200,7 +201,7 @@ class LLMRouter(ConfigurableResource):
     max_retry_wait_s: float = Field(default=20.0, description="a longer retry-after moves on to the next provider")
     max_output_tokens: int = Field(default=4096, description="cap per answer (thinking included); each role "
                                                              f"asks for at most {ROLE_OUTPUT_TOKENS}")
-    temperature: Optional[float] = Field(default=None, description="sent the same way on every route; empty: "
+    temperature: float | None = Field(default=None, description="sent the same way on every route; empty: "
                                                                    "each model's default (GPT-5 and Claude 5 "
                                                                    "reject other values)")
     ollama_num_ctx: int = Field(default=8192, description="Ollama context window (its default is too small); "
@@ -328,7 +329,7 @@ class _PlanRun:
         for provider in self.providers.values():
             try:
                 provider.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
+            except Exception:
                 pass
 
     def builtin(self) -> Storyboard:
@@ -425,7 +426,7 @@ class _PlanRun:
                         reply = exchange.send(cap, self.deadline)
                     except ProviderError:
                         raise
-                    except Exception as unexpected:  # noqa: BLE001 - the storyboard must still be written
+                    except Exception as unexpected:
                         logger.exception(f"llm {role}: unexpected error from {provider.label}")
                         raise ProviderError("error", f"{type(unexpected).__name__}: {unexpected}") from unexpected
                 except ProviderError as error:
@@ -463,7 +464,8 @@ class _PlanRun:
                     self.log.warning(f"llm {role}: {provider.label} gave an answer with fields code cannot fix "
                                      f"({problem}); asking it once to repair them")
                     exchange.add_repair(reply, prompts.repair_prompt(problem, checked.fixed))
-                    previous, usable, reply_first = checked.state, (checked if checked.value is not None else None), reply
+                    previous, reply_first = checked.state, reply
+                    usable = checked if checked.value is not None else None
                     entry_first = self.calls[-1]
                 elif usable is not None:  # the repair answer is no use: the first answer stands
                     self.log.warning(f"llm {role}: the repair answer of {provider.label} is unusable ({problem}); "

@@ -100,10 +100,9 @@ def parse_lenient(text: str) -> tuple[Any | None, str | None, list[str]]:
         candidate = fence.group(1).strip()
         repairs.append("code fence removed")
     start, end = candidate.find("{"), candidate.rfind("}")
-    if start > 0 or (end != -1 and end < len(candidate) - 1):
-        if start != -1 and end > start:
-            candidate = candidate[start:end + 1]
-            repairs.append("text around the JSON object removed")
+    if (start > 0 or (end != -1 and end < len(candidate) - 1)) and start != -1 and end > start:
+        candidate = candidate[start:end + 1]
+        repairs.append("text around the JSON object removed")
     for attempt in (candidate, _strip_trailing_commas(candidate)):
         try:
             data = json.loads(attempt)
