@@ -209,7 +209,8 @@ class StatusResponse(BaseModel):
     progress: float = Field(ge=0, le=1)
     current_step: str = Field(description="queued | planning_storyboard | generating_key_images | "
                                           "generating_motion_clips | waiting_for_gpu_worker | mixing_soundtrack | "
-                                          "assembling_video | checking_quality | completed | failed | canceled")
+                                          "assembling_video | checking_quality | finishing (the worker is "
+                                          "letting go of the job) | completed | failed | canceled")
     scenes_completed: int
     scenes_total: int
     eta_seconds: int | None = None

@@ -168,7 +168,7 @@ def test_status_and_result_of_the_finished_job(client, finished):
     assert status | {"updated_at": None, "runs": None} == {
         "job_id": job_id, "status": "completed", "progress": 1.0, "current_step": "completed",
         "scenes_completed": scenes, "scenes_total": scenes, "eta_seconds": 0, "kind": "generate",
-        "current_scene": None, "error": None, "updated_at": None, "runs": None}
+        "current_scene": None, "detail": None, "error": None, "updated_at": None, "runs": None}
     result = client.get(f"/video/result/{job_id}")
     assert result.status_code == 200, result.text
     body = result.json()
@@ -191,7 +191,7 @@ def test_status_and_result_of_the_finished_job(client, finished):
 
 
 STEP_ORDER = ["queued", "planning_storyboard", "generating_key_images", "mixing_soundtrack", "assembling_video",
-              "checking_quality", "completed"]
+              "checking_quality", "finishing", "completed"]
 
 
 def test_steps_run_in_order_and_progress_reaches_one_only_when_done(finished):
@@ -443,9 +443,9 @@ def test_fuzz_the_openapi_schema(home, finished):
             @given(case=operation.as_strategy(generation_mode=mode, path_parameters=fixed or None))
             @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck), print_blob=False)
-            def fuzz(case, operation=operation):
+            def fuzz(case):  # called right below, inside this iteration (hypothesis allows no defaults)
                 response = case.call_and_validate(headers={"X-API-Key": "fuzz-key"})
-                codes.setdefault(operation.label, set()).add(response.status_code)
+                codes.setdefault(operation.label, set()).add(response.status_code)  # noqa: B023
 
             if mode == GenerationMode.NEGATIVE and not (operation.path_parameters or operation.query
                                                           or operation.body):

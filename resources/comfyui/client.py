@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from .protocol import (
     OWN_PROMPT_ID_SINCE,
@@ -277,7 +277,7 @@ class ComfyUIClient:
         ws_url = re.sub(r"^http", "ws", self.url) + f"/ws?clientId={client_id}"
         with ExitStack() as stack:
             try:
-                ws = stack.enter_context(connect(ws_url, open_timeout=self.connect_timeout_s,
+                ws = stack.enter_context(websockets.sync.client.connect(ws_url, open_timeout=self.connect_timeout_s,
                                                  ping_interval=self.ws_ping_s, ping_timeout=self.ws_ping_s,
                                                  max_size=2 ** 24, proxy=True if self.use_env_proxy else None))
             except Exception as error:
