@@ -185,7 +185,7 @@ def test_status_and_result_of_the_finished_job(client, finished):
     assert abs(audio["loudness_lufs"] + 14) < 0.5 and audio["music"].startswith("builtin synth")
     assert audio["narration"] == "none (SPARKLIO_TTS=off)" and audio["cost_usd"] == 0.0
     checks = meta["checks"]  # spec 7, run by Dagster as final_video's asset checks
-    assert checks["passed"] and len(checks["checks"]) == 8, checks
+    assert checks["passed"] and len(checks["checks"]) == 9, checks
     job = json.loads((finished["job_dir"] / "job.json").read_text())
     assert (job["quality"], job["engine_preference"]) == ("draft", "local")
 
