@@ -44,7 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.home:  # the in-process storyboard run reads the media folder from the environment
         os.environ["SPARKLIO_HOME"] = str(store.folder)
     dagster_home = ensure_dagster_home(store.folder)
-    runtime = Runtime(settings=settings, store=store, instance=DagsterInstance.get(), dagster_home=str(dagster_home))
+    # Imported here, not at the top: the Definitions read the settings file and the executor from
+    # the environment as they are built, which `sparklio serve --config` sets just before this.
+    from sparklio_assets.definitions import defs
+
+    runtime = Runtime(settings=settings, store=store, instance=DagsterInstance.get(), dagster_home=str(dagster_home),
+                      defs=defs)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi import Path as PathParam
 
@@ -31,6 +31,7 @@ class Runtime:
     store: ArtifactStore
     instance: DagsterInstance
     dagster_home: str
+    defs: Definitions  # what the in-process storyboard run materializes
     storyboard_lock: threading.Lock = field(default_factory=threading.Lock)  # one in-process storyboard at a time
     launch_lock: threading.Lock = field(default_factory=threading.Lock)  # check-then-launch is atomic
     streams: int = 0  # open event streams

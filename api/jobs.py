@@ -21,7 +21,7 @@ from sparklio_assets import liveness
 from sparklio_assets import store_paths as layout
 from sparklio_assets.assets import GPU_WAIT_TAG
 from sparklio_assets.files import write_model
-from sparklio_assets.jobs import JOB_TAG
+from sparklio_assets.jobs import FINAL_VIDEO_JOB, JOB_TAG, stage_name
 from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
 from sparklio_assets.step_failures import step_failure_reason
 
@@ -34,16 +34,6 @@ JOB_ID = re.compile(JOB_ID_PATTERN)
 
 class NotFound(LookupError):
     pass
-
-
-def _stage(run) -> str:
-    if run.job_name == "storyboard_job":
-        return "storyboard"
-    if run.job_name == "final_video_job":
-        return "final_video"
-    if run.job_name == "scene_job":
-        return run.tags.get("dagster/partition/scene") or run.tags.get("dagster/partition", "").split("|")[-1]
-    return run.job_name
 
 
 def _read_events(instance: DagsterInstance, run: Run) -> None:
@@ -67,8 +57,9 @@ def _read_events(instance: DagsterInstance, run: Run) -> None:
 def job_runs(instance: DagsterInstance, job_id: str) -> list[Run]:
     records = instance.get_run_records(RunsFilter(tags={JOB_TAG: job_id}), order_by="create_timestamp",
                                        ascending=True)
-    runs = [Run(r.dagster_run.run_id, _stage(r.dagster_run), r.dagster_run.status, r.create_timestamp,
-                r.start_time, r.end_time, gpu_wait=r.dagster_run.tags.get(GPU_WAIT_TAG, "")) for r in records]
+    runs = [Run(r.dagster_run.run_id, stage_name(r.dagster_run.job_name, r.dagster_run.tags), r.dagster_run.status,
+                r.create_timestamp, r.start_time, r.end_time, gpu_wait=r.dagster_run.tags.get(GPU_WAIT_TAG, ""))
+            for r in records]
     latest = {run.stage: run for run in runs}
     for run in latest.values():  # status looks only at each stage's latest run
         _read_events(instance, run)
@@ -160,7 +151,7 @@ def instance_pace(instance: DagsterInstance, store: ArtifactStore, limit: int = 
     ratios = []
     try:
         records = instance.get_run_records(
-            RunsFilter(job_name="final_video_job", statuses=[DagsterRunStatus.SUCCESS]), limit=limit)
+            RunsFilter(job_name=FINAL_VIDEO_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=limit)
         for record in records:
             job_id = record.dagster_run.tags.get(JOB_TAG)
             if not job_id or not record.start_time or not record.end_time:

@@ -80,9 +80,16 @@ class FFmpegRunner(ConfigurableResource):
             "-movflags", "+faststart",
         ]
 
-    def audio_args(self) -> list[str]:
+    def aac_args(self) -> list[str]:
         """The soundtrack in every MP4: AAC-LC, 48 kHz stereo (what every platform takes)."""
-        return ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", self.audio_bitrate, "-ar", "48000", "-ac", "2"]
+        return ["-c:a", "aac", "-b:a", self.audio_bitrate, "-ar", "48000", "-ac", "2"]
+
+    def audio_args(self) -> list[str]:
+        return ["-map", "0:v:0", "-map", "1:a:0", *self.aac_args()]
+
+    def encode_audio(self, source: Path, out_path: Path, log: Callable[[str], None] = lambda _: None) -> None:
+        """The soundtrack (any audio file) as AAC in an M4A, to be copied into MP4s by concat_copy."""
+        self.run(["-i", str(source), "-map", "0:a:0", *self.aac_args(), "-f", "mp4"], out_path, log)
 
     def encode_i420(self, frames: Callable[[], Iterable[Buffer]], width: int, height: int, fps: int,
                     out_path: Path, log: Callable[[str], None] = lambda _: None, audio: Path | None = None,
@@ -106,17 +113,16 @@ class FFmpegRunner(ConfigurableResource):
     def concat_copy(self, parts: list[Path], out_path: Path, audio: Path | None = None,
                     log: Callable[[str], None] = lambda _: None, check: Callable[[Path], None] | None = None) -> None:
         """Join MP4s made with encoder_args into one, copying their video bitstreams (no re-encode:
-        FFmpeg's concat demuxer), with `audio` encoded once over the whole as the soundtrack."""
+        FFmpeg's concat demuxer) and `audio` (an AAC file from encode_audio) as the soundtrack."""
         out_path.parent.mkdir(parents=True, exist_ok=True)
         listing = out_path.with_name(f".{out_path.stem}.{os.getpid()}.ffconcat")
         # ffconcat quoting: inside single quotes, a quote is written '\''.
         listing.write_text("ffconcat version 1.0\n" + "".join(
             "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in parts), encoding="utf-8")
         source = ["-f", "concat", "-safe", "0", "-i", str(listing)] + (["-i", str(audio)] if audio else [])
-        tail = self.audio_args() if audio is not None else ["-map", "0:v:0"]
+        maps = ["-map", "0:v:0"] + (["-map", "1:a:0"] if audio is not None else [])
         try:
-            self.run(source + tail[:2] + ["-c:v", "copy"] + tail[2:] + ["-movflags", "+faststart", "-f", "mp4"],
-                     out_path, log, check)
+            self.run(source + maps + ["-c", "copy", "-movflags", "+faststart", "-f", "mp4"], out_path, log, check)
         finally:
             listing.unlink(missing_ok=True)
 

@@ -44,10 +44,16 @@ def _load(path: Path, model: type, label: str):
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{label}: file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{label}: {path} is not valid JSON ({error})") from None
+    except IsADirectoryError:
+        raise InputError(f"{label}: {path} is a folder, not a JSON file") from None
+    except OSError as error:
+        raise InputError(f"{label}: cannot read {path} ({error.strerror or error})") from None
+    except RecursionError:
+        raise InputError(f"{label}: {path} is nested too deeply to be a {label}") from None
     except ValidationError as error:
         raise InputError(describe_validation_error(error, label)) from None
+    except ValueError as error:  # JSON syntax, undecodable bytes, a number too long to convert
+        raise InputError(f"{label}: {path} is not valid JSON ({error})") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -56,6 +62,21 @@ def _load(path: Path, model: type, label: str):
 
 def _print(line: str) -> None:
     print(line, flush=True)
+
+
+ECHO_LIMIT = 300  # characters of a reason the terminal shows; the full text is in the log
+
+
+def _fail(error: Exception, code: int = 1) -> int:
+    """A failure in one line (never a traceback), and where the full story is."""
+    text = " ".join(str(error).split())
+    print(f"error: {text[:ECHO_LIMIT] + '…' if len(text) > ECHO_LIMIT else text}", file=sys.stderr)
+    if log := getattr(error, "log", None):
+        print(f"  full log: {log}", file=sys.stderr)
+    elif "failed (run" in text:
+        print(f"  full log: each run's events in the Dagster UI (`dagster dev`, DAGSTER_HOME="
+              f"{os.environ.get('DAGSTER_HOME', '')}) and jobs/<id>/logs/", file=sys.stderr)
+    return code
 
 
 def _session(out: str | None):
@@ -105,8 +126,7 @@ def generate(spec: JobSpec, out: str | None, allow_failed_checks: bool = False) 
     if resuming:
         spec = previous
     elif liveness.is_held(store.job_dir(spec.job_id)):
-        print(f"error: job {spec.job_id} is being made by another process", file=sys.stderr)
-        return 1
+        return _fail(RuntimeError(f"job {spec.job_id} is being made by another process"))
     else:
         spec = create_job(spec, instance, store)
     _print(f"job {spec.job_id}: {spec.brief.product}, {spec.brief.duration} s, quality {spec.quality}")
@@ -123,12 +143,8 @@ def generate(spec: JobSpec, out: str | None, allow_failed_checks: bool = False) 
 
     try:
         record = run_job(spec.job_id, defs, instance, store, on_stage=report, reuse_storyboard=resuming)
-    except PipelineError as error:
-        _print(f"error: {error}")
-        return 1
-    except liveness.JobBusy as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (PipelineError, liveness.JobBusy) as error:
+        return _fail(error)
     _print(f"video: {record.video_path}")
     _print(f"  {record.duration:.2f} s, {record.resolution}, {record.fps:g} fps, "
            f"{record.bitrate / 1e6:.1f} Mbps, {record.size_bytes / 1e6:.1f} MB, {record.scenes_count} scenes")
@@ -216,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args.host, args.port, args.out, args.log_level)
         return remake_scene(args.job_id, args.scene_id, args.out)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(error, EXIT_BAD_INPUT)
 
 
 def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
@@ -233,8 +248,7 @@ def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
     except ValueError as error:
         raise InputError(str(error)) from None
     except (PipelineError, FileNotFoundError, liveness.JobBusy) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error)
     _print(f"re-made {scene_id}; video: {record.video_path} ({record.duration:.2f} s)")
     from .segments import read_manifest
 
@@ -286,12 +300,8 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None, run_con
                 record = assemble(job_id, defs, instance, store, report, run_config)
             else:
                 record = run_job(job_id, defs, instance, store, report, run_config, reuse_storyboard=True)
-    except (worker.WorkerBusy, liveness.JobBusy) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (PipelineError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (worker.WorkerBusy, liveness.JobBusy, PipelineError, FileNotFoundError, KeyError) as error:
+        return _fail(error)
     _print(f"video: {record.video_path} ({record.duration:.2f} s)")
     return 0
 

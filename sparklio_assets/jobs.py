@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -72,6 +72,17 @@ class Stage:
     name: str
     job_name: str
     partition_key: str | MultiPartitionKey
+
+
+def stage_name(job_name: str, tags: Mapping[str, str]) -> str:
+    """The stage a run of one of the ASSET_JOBS is (storyboard, scene_001, final_video): the inverse of Stage."""
+    if job_name == STORYBOARD_JOB:
+        return STORYBOARD
+    if job_name == FINAL_VIDEO_JOB:
+        return FINAL_VIDEO
+    if job_name == SCENE_JOB:
+        return tags.get(SCENE_TAG) or tags.get("dagster/partition", "").split("|")[-1]
+    return job_name
 
 
 def _runnable(job_id: str, scene_ids: Sequence[str], done: Collection[str]) -> list[Stage]:

@@ -53,19 +53,28 @@ from .jobs import (
 )
 from .models import KeyImageRecord, MotionRecord, VideoRecord
 from .partitions import scene_key
-from .step_failures import describe_step_failures
+from .step_failures import describe_step_failures, failure_report
 
 __all__ = ["JOB_TAG", "PipelineError", "StageReport", "assemble", "create_job", "ensure_dagster_home",
            "make_storyboard", "remake_scene", "run_job", "scene_parallelism"]
 
-# Warnings and errors from in-process runs reach the terminal; the rest is in the run's event log.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# In-process runs print nothing: their events are in the run's event log (the Dagster UI), the CLI
+# and the API say what happened in a line each, and a failure's traceback goes to its log file.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 OnStage = Callable[["StageReport"], None]
 
 
 class PipelineError(RuntimeError):
-    """A stage failed; the message names the stage, the step and the reason."""
+    """A stage failed; the message names the stage, the step and the reason, `log` the file with
+    the tracebacks (None when several stages failed: each has its own)."""
+
+    def __init__(self, message: str, log: Path | None = None):
+        super().__init__(message)
+        self.log = log
+
+    def __reduce__(self):  # from a forked stage process back to the parent, log included
+        return PipelineError, (str(self), self.log)
 
 
 @dataclass
@@ -90,9 +99,10 @@ def ensure_dagster_home(sparklio_home: Path) -> Path:
 # ---------------------------------------------------------------- one run
 
 
-def _execute(defs: Definitions, stage: Stage, instance: DagsterInstance, job_id: str,
+def _execute(defs: Definitions, stage: Stage, instance: DagsterInstance, job_id: str, store: ArtifactStore,
              run_config: dict | None = None) -> tuple[str, float]:
-    """One stage as one run; returns (run id, seconds). Raises PipelineError naming each failed step."""
+    """One stage as one run; returns (run id, seconds). Raises PipelineError naming each failed step
+    and the log file (store_paths.failure_log_path) that holds their tracebacks."""
     started = time.perf_counter()
     config = {**QUIET, **(run_config or {})}
     tags = {JOB_TAG: job_id, **liveness.run_tags(job_id)}  # the lease tag: see liveness.reap
@@ -102,8 +112,13 @@ def _execute(defs: Definitions, stage: Stage, instance: DagsterInstance, job_id:
     else:  # the configured executor (Celery) places the steps on its workers, so run the job through it
         result = distributed.execute_on_cluster(defs, stage.job_name, stage.partition_key, instance, tags, config)
     if not result.success:
-        reason = describe_step_failures(result.get_step_failure_events()) or "run failed"
-        raise PipelineError(f"{stage.name} failed (run {result.run_id}): {reason}")
+        failures = result.get_step_failure_events()
+        log = store_paths.failure_log_path(store, job_id, stage.name, result.run_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(failure_report(failures) if failures else "the run failed before any step ran\n",
+                       encoding="utf-8")
+        reason = describe_step_failures(failures) or "run failed"
+        raise PipelineError(f"{stage.name} failed (run {result.run_id}): {reason}", log)
     return result.run_id, time.perf_counter() - started
 
 
@@ -129,12 +144,13 @@ def _report(stage: Stage, job_id: str, run_id: str, seconds: float, store: Artif
 _CHILD: dict = {}
 
 
-def _child_init(defs: Definitions, instance_ref, job_id: str, run_config: dict | None) -> None:
-    _CHILD.update(defs=defs, instance=DagsterInstance.from_ref(instance_ref), job_id=job_id, run_config=run_config)
+def _child_init(defs: Definitions, instance_ref, job_id: str, store: ArtifactStore, run_config: dict | None) -> None:
+    _CHILD.update(defs=defs, instance=DagsterInstance.from_ref(instance_ref), job_id=job_id, store=store,
+                  run_config=run_config)
 
 
 def _child_run(stage: Stage) -> tuple[str, float]:
-    return _execute(_CHILD["defs"], stage, _CHILD["instance"], _CHILD["job_id"], _CHILD["run_config"])
+    return _execute(_CHILD["defs"], stage, _CHILD["instance"], _CHILD["job_id"], _CHILD["store"], _CHILD["run_config"])
 
 
 def gpu_pool_limit(instance: DagsterInstance) -> int | None:
@@ -177,25 +193,27 @@ def _run_stages(stages: Sequence[Stage], job_id: str, defs: Definitions, instanc
     workers = min(len(stages), scene_parallelism(instance, len(stages))) if len(stages) > 1 else 1
     if workers == 1 or not _can_fork(instance):
         for stage in stages:
-            run_id, seconds = _execute(defs, stage, instance, job_id, run_config)
+            run_id, seconds = _execute(defs, stage, instance, job_id, store, run_config)
             on_stage(_report(stage, job_id, run_id, seconds, store))
         return
-    errors: list[str] = []
+    errors: list[PipelineError] = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_child_init,
-                             initargs=(defs, instance.get_ref(), job_id, run_config)) as pool:
+                             initargs=(defs, instance.get_ref(), job_id, store, run_config)) as pool:
         futures: list[tuple[Stage, Future]] = [(stage, pool.submit(_child_run, stage)) for stage in stages]
         for stage, future in futures:
             try:
                 run_id, seconds = future.result()
             except PipelineError as error:
-                errors.append(str(error))
+                errors.append(error)
                 continue
             except BrokenProcessPool as error:
-                errors.append(f"{stage.name} failed: its process died ({error})")
+                errors.append(PipelineError(f"{stage.name} failed: its process died ({error})"))
                 continue
             on_stage(_report(stage, job_id, run_id, seconds, store))
+    if len(errors) == 1:
+        raise errors[0]
     if errors:
-        raise PipelineError("; ".join(errors))
+        raise PipelineError("; ".join(map(str, errors)))
 
 
 # ---------------------------------------------------------------- the entry points

@@ -6,8 +6,8 @@ it (render.Timeline.segments): every crossfade lies inside one segment, and a se
 most two scenes. Each segment is an MP4 made with exactly the product's encoder settings
 (FFmpegRunner.encoder_args), so all share one set of H.264 parameter sets; x264 starts every
 encode with an IDR frame and keeps GOPs closed (open-gop is off by default), so each segment
-decodes on its own and FFmpeg's concat demuxer joins them by stream copy, with the soundtrack
-encoded once over the whole in the same pass (FFmpegRunner.concat_copy).
+decodes on its own and FFmpeg's concat demuxer joins them by stream copy (FFmpegRunner.concat_copy),
+with the soundtrack encoded to AAC once, beside the video segments, and copied into every format.
 
 A segment is kept under a name derived from a hash of everything that decides its pixels and its
 bits: the content of each scene it shows (key image or clip bytes, overlay bytes, motion style,
@@ -25,6 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -52,6 +53,8 @@ class Encoder(Protocol):
                     out_path: Path, log: Callable[[str], None] = ..., audio: Path | None = None,
                     check: Callable[[Path], None] | None = None) -> None: ...
 
+    def encode_audio(self, source: Path, out_path: Path, log: Callable[[str], None] = ...) -> None: ...
+
     def concat_copy(self, parts: list[Path], out_path: Path, audio: Path | None = None,
                     log: Callable[[str], None] = ..., check: Callable[[Path], None] | None = None) -> None: ...
 
@@ -76,7 +79,8 @@ class AssemblyRecord(BaseModel):
     encoded: int
     encode_seconds: float = Field(description="spent rendering and encoding segments in this assembly")
     seconds_saved: float = Field(description="what the reused segments cost when they were encoded")
-    join_seconds: float = Field(description="joining the segments and encoding the soundtrack, all formats")
+    join_seconds: float = Field(description="joining the segments and the soundtrack, all formats")
+    audio_file: str | None = Field(default=None, description="the soundtrack as AAC, in the segment folder")
 
     def summary(self) -> str:
         return (f"segments: {self.reused} reused, {self.encoded} re-encoded "
@@ -135,50 +139,77 @@ def _frames(scenes: list[SceneInput], crossfade: int, start: int, stop: int,
     return frames if size == master else reframe(frames, *size, top=top)
 
 
+# Segments encoded at once. One encode leaves the cores idle at its edges (ffmpeg's start, the
+# renderer's set-up, x264's lookahead filling and draining); a second one beside it fills those
+# gaps, which is what keeps the segmented assembly as fast as one single-pass encode (bench/segments.py).
+ENCODE_WORKERS = 2
+
+
 def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], outputs: dict[str, Path],
              segment_dir: Path, encoder: Encoder, audio: Path | None, context: str,
              log: Callable[[str], None] = lambda _: None, crossfade: int = CROSSFADE_FRAMES,
              layouts: dict[str, tuple[list[SceneInput], int]] | None = None) -> AssemblyRecord:
     """Write each format's MP4 (sizes[fmt] → outputs[fmt]) from segments, encoding only those not
-    already in segment_dir. `context` is what else decides every segment (the brand kit).
-    `layouts[fmt]` gives a format laid out on its own (renditions.py): its scenes, rendered in a band
-    of the canvas starting at the given row; other formats are reframed from the master's scenes."""
+    already in segment_dir (ENCODE_WORKERS at a time). `context` is what else decides every
+    segment (the brand kit). `layouts[fmt]` gives a format laid out on its own (renditions.py): its
+    scenes, rendered in a band of the canvas starting at the given row; other formats are
+    reframed from the master's scenes."""
     timeline = Timeline(scenes, crossfade)
     plan, digest = timeline.segments(), _Digests()
     master = sizes[MASTER]
-    records: list[SegmentRecord] = []
-    encode_seconds = join_seconds = 0.0
-    for fmt, size in sizes.items():
-        parts = []
-        fmt_scenes, top = (layouts or {}).get(fmt, (scenes, None))
-        for index, segment in enumerate(plan):
-            start, stop, shown = segment
-            key = segment_key(fmt_scenes, timeline, segment, size, encoder, f"{context}|band={top}", digest)
-            path = segment_dir / f"{file_tag(fmt)}-{key[:24]}.mp4"
-            cost = path.with_suffix(".json")
-            reused = path.is_file()
-            if reused:
-                seconds = json.loads(cost.read_text())["encode_seconds"] if cost.is_file() else 0.0
-            else:
-                began = time.perf_counter()
-                encoder.encode_i420(lambda s=start, e=stop, inputs=fmt_scenes, size=size, top=top: _frames(
-                                        inputs, timeline.crossfade, s, e, size, master, top),
-                                    size[0], size[1], FPS, path, log=log,
-                                    check=lambda p, n=stop - start, size=size: check_segment(p, size[0], size[1], n))
-                seconds = round(time.perf_counter() - began, 3)
-                encode_seconds += seconds
-                _write_json(cost, {"encode_seconds": seconds})
-            parts.append(path)
-            records.append(SegmentRecord(format=fmt, index=index, start=start, stop=stop, reused=reused,
-                                         scenes=[scenes[i].motion.scene_id for i in shown], key=key, file=path.name,
-                                         encode_seconds=seconds))
-        same_parameter_sets(parts)
+
+    def encode(path: Path, start: int, stop: int, inputs: list[SceneInput], size: tuple[int, int],
+               top: int | None) -> float:
         began = time.perf_counter()
-        encoder.concat_copy(parts, outputs[fmt], audio=audio, log=log)
-        join_seconds += time.perf_counter() - began
+        encoder.encode_i420(lambda: _frames(inputs, timeline.crossfade, start, stop, size, master, top),
+                            size[0], size[1], FPS, path, log=log,
+                            check=lambda p: check_segment(p, size[0], size[1], stop - start))
+        seconds = round(time.perf_counter() - began, 3)
+        _write_json(path.with_suffix(".json"), {"encode_seconds": seconds})
+        return seconds
+
+    records: list[SegmentRecord] = []
+    parts: dict[str, list[Path]] = {}
+    pending: dict[int, Future] = {}  # index in records → its encode
+    join_seconds = 0.0
+    pool = ThreadPoolExecutor(ENCODE_WORKERS)
+    try:
+        aac = segment_dir / f"audio-{digest(audio)[:24]}.m4a" if audio is not None else None
+        audio_done = pool.submit(encoder.encode_audio, audio, aac, log) if aac and not aac.is_file() else None
+        for fmt, size in sizes.items():
+            fmt_scenes, top = (layouts or {}).get(fmt, (scenes, None))
+            for index, segment in enumerate(plan):
+                start, stop, shown = segment
+                key = segment_key(fmt_scenes, timeline, segment, size, encoder, f"{context}|band={top}", digest)
+                path = segment_dir / f"{file_tag(fmt)}-{key[:24]}.mp4"
+                # Two segments that show the same thing share one file, encoded once.
+                reused = path.is_file() or any(path.name == records[i].file for i in pending)
+                seconds = 0.0
+                if path.is_file():
+                    cost = path.with_suffix(".json")
+                    seconds = json.loads(cost.read_text())["encode_seconds"] if cost.is_file() else 0.0
+                elif not reused:
+                    pending[len(records)] = pool.submit(encode, path, start, stop, fmt_scenes, size, top)
+                parts.setdefault(fmt, []).append(path)
+                records.append(SegmentRecord(format=fmt, index=index, start=start, stop=stop, reused=reused,
+                                             scenes=[scenes[i].motion.scene_id for i in shown], key=key,
+                                             file=path.name, encode_seconds=seconds))
+        if audio_done is not None:
+            audio_done.result()
+        for fmt in sizes:  # join each format once its segments are done, while later ones encode
+            for i, future in pending.items():
+                if records[i].format == fmt:
+                    records[i].encode_seconds = future.result()
+            same_parameter_sets(parts[fmt])
+            began = time.perf_counter()
+            encoder.concat_copy(parts[fmt], outputs[fmt], audio=aac, log=log)
+            join_seconds += time.perf_counter() - began
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failure, what has not started never starts
     reused = [r for r in records if r.reused]
     return AssemblyRecord(segments=records, reused=len(reused), encoded=len(records) - len(reused),
-                          encode_seconds=round(encode_seconds, 3), join_seconds=round(join_seconds, 3),
+                          encode_seconds=round(sum(r.encode_seconds for r in records if not r.reused), 3),
+                          join_seconds=round(join_seconds, 3), audio_file=aac.name if aac else None,
                           seconds_saved=round(sum(r.encode_seconds for r in reused), 3))
 
 
@@ -193,6 +224,7 @@ def publish_manifest(job_dir: Path, record: AssemblyRecord) -> None:
     (and what killed runs left half-written)."""
     _write_json(manifest_path(job_dir), record.model_dump())
     keep = {r.file for r in record.segments} | {Path(r.file).with_suffix(".json").name for r in record.segments}
+    keep.add(record.audio_file)
     mine = f".{os.getpid()}."
     for path in folder(job_dir).iterdir():
         if path.name == manifest_path(job_dir).name or path.name in keep:

@@ -20,3 +20,13 @@ def step_failure_reason(event: DagsterEvent | None) -> str:
 def describe_step_failures(events: list[DagsterEvent]) -> str:
     """`step: reason; step: reason` for a failed run's step-failure events."""
     return "; ".join(f"{e.step_key}: {reason}" for e in events if (reason := step_failure_reason(e)))
+
+
+def failure_report(events: list[DagsterEvent]) -> str:
+    """Every failed step's whole error (traceback and causes), for the run's failure log."""
+    parts = []
+    for event in events:
+        data = event.step_failure_data
+        error = data.error.to_string() if data is not None and data.error is not None else "(no error recorded)"
+        parts.append(f"step {event.step_key}: {step_failure_reason(event) or 'failed'}\n\n{error}")
+    return "\n\n".join(parts) + "\n"

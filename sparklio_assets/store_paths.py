@@ -43,6 +43,12 @@ def clip_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
     return store.scene_dir(job_id, scene_id) / "clip.mp4"
 
 
+def failure_log_path(store: ArtifactStore, job_id: str, stage: str, run_id: str) -> Path:
+    """The full story of a failed run (each failed step's error with its traceback and causes): the
+    terminal and the API show one line, this file the rest."""
+    return store.job_dir(job_id) / "logs" / f"{stage}-{run_id[:8]}.log"
+
+
 def soundtrack_path(store: ArtifactStore, job_id: str) -> Path:
     """The mixed soundtrack (WAV) muxed into every MP4; narration lines are cached beside it in voice/."""
     return store.job_dir(job_id) / "audio" / "soundtrack.wav"

@@ -358,6 +358,27 @@ def test_a_failed_job_says_which_step_failed_and_why(client, home):
     assert "scene_009 does not exist" in result.json()["detail"]
 
 
+def test_generate_makes_the_storyboard_a_killed_server_never_finished(client, home):
+    """The server died inside POST /video/storyboard: the job exists, its storyboard does not.
+    Generate resumes it (storyboard first, then the video) instead of refusing."""
+    from resources.artifacts import ArtifactStore
+    from sparklio_assets.jobs import create_job, named
+    from sparklio_assets.models import Brief, JobSpec
+
+    brief = Brief.model_validate({k: v for k, v in BRIEF.items() if k != "brand_id"})
+    with DagsterInstance.get() as instance:
+        spec = create_job(named(JobSpec(brief=brief, quality="draft")), instance, ArtifactStore())
+    job_dir = home / "jobs" / spec.job_id
+    assert not (job_dir / "storyboard.json").exists()
+    assert client.get(f"/video/status/{spec.job_id}").status_code == 200
+    queued = client.post("/video/generate", json={"storyboard_id": spec.job_id, "quality": "draft"})
+    assert queued.status_code == 202, queued.text
+    status = wait_for(client, spec.job_id, lambda s: s["status"] in TERMINAL, timeout=600)
+    assert status["status"] == "completed", status
+    assert [r["stage"] for r in status["runs"]][0] == "storyboard"
+    assert (job_dir / "storyboard.json").is_file() and (job_dir / "final" / "ad.mp4").is_file()
+
+
 def test_regenerate_then_cancel_keeps_the_existing_video(client, finished):
     job_id, job_dir = finished["job_id"], finished["job_dir"]
     video = job_dir / "final" / "ad.mp4"

@@ -31,6 +31,7 @@ from api.status import status
 from llm_standins import OllamaStandIn, Slow
 from resources.artifacts import ArtifactStore
 from sparklio_assets import liveness
+from sparklio_assets.jobs import stage_name
 from sparklio_assets.video_probe import probe
 
 BRIEF = {
@@ -132,9 +133,7 @@ def job_runs(instance: DagsterInstance, job_id: str):
 
 
 def stage_of(run) -> str:
-    if run.job_name == "scene_job":
-        return run.tags.get("dagster/partition/scene", "")
-    return {"storyboard_job": "storyboard", "final_video_job": "final_video"}.get(run.job_name, run.job_name)
+    return stage_name(run.job_name, run.tags)
 
 
 def gpu_slots(instance: DagsterInstance) -> tuple[set[str], set[str]]:

@@ -169,6 +169,12 @@ def test_failed_rerun_keeps_the_existing_video(made):
         motion.write_bytes(saved)
     assert result.returncode == 1
     assert "final_video failed" in result.stderr and "scene_002" in result.stderr
+    # One line and a pointer, never Dagster's traceback; the traceback is in the pointed-at log.
+    assert "Traceback" not in result.stdout + result.stderr
+    error, pointer = result.stderr.strip().splitlines()
+    assert error.startswith("error: final_video failed (run ") and pointer.startswith("  full log: ")
+    log = Path(pointer.removeprefix("  full log: "))
+    assert log.parent == job_dir / "logs" and "Stack Trace" in log.read_text() and "scene_002" in log.read_text()
     assert sha(video) == digest
     assert not list(job_dir.rglob("*.part*")), "no half-written files left behind"
 
@@ -191,6 +197,24 @@ def test_bad_brief_is_rejected_with_the_field_and_nothing_written(tmp_path):
     assert result.stderr.strip().startswith("error: brief.duration:")
     assert "60" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content, reason", [
+    (None, "is a folder, not a JSON file"),
+    ("[" * 100_000 + "]" * 100_000, "is nested too deeply"),
+    ('{"product": "x", "duration": ' + "9" * 5000 + "}", "is not valid JSON (Exceeds the limit"),
+])
+def test_unreadable_briefs_get_one_line_and_no_traceback(tmp_path, content, reason):
+    path = tmp_path / "brief.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    result = sparklio("generate", str(path), "--out", str(tmp_path / "out"), home=tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: brief: {path} {reason}") and len(result.stderr.splitlines()) == 1
+    assert len(result.stderr) < 400, "echoed values are truncated"
+    assert not (tmp_path / "out").exists()
 
 
 def test_definitions_validate():

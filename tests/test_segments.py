@@ -81,7 +81,9 @@ def test_a_first_assembly_encodes_one_segment_per_scene(made):
         assert all(not (boundary - 6 < start < boundary + 6) for start, _ in spans[1:])
     files = sorted(p.name for p in segments.folder(store.job_dir(JOB)).iterdir())
     assert files == sorted([*(r.file for r in manifest.segments), *(Path(r.file).with_suffix(".json").name
-                                                                  for r in manifest.segments), "manifest.json"])
+                                                                  for r in manifest.segments), "manifest.json",
+                            manifest.audio_file])
+    assert manifest.audio_file.startswith("audio-"), "the soundtrack is encoded once, beside the segments"
 
 
 def test_segments_share_parameter_sets_and_start_on_a_keyframe(made):

@@ -14,9 +14,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from sparklio_assets import pipeline
 from sparklio_assets import store_paths as layout
 from sparklio_assets.checks import read_report
 from sparklio_assets.files import write_model
+from sparklio_assets.jobs import create_job, named
 from sparklio_assets.models import JobSpec, Storyboard
 from sparklio_assets.partitions import JOBS
 
@@ -53,17 +55,13 @@ def estimate(runtime: Runtime, plan: Storyboard) -> int:
 def make_storyboard(body: StoryboardRequest, runtime: RuntimeDep, links: LinksDep) -> StoryboardResponse:
     """Creates a job and materializes its `storyboard` asset (a Dagster run tagged with the job
     id). The returned `storyboard_id` is the job id used by every other endpoint."""
-    from sparklio_assets.definitions import defs
-    from sparklio_assets.jobs import create_job, named
-    from sparklio_assets.pipeline import PipelineError, make_storyboard
-
     spec = named(JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard"))
     try:
         create_job(spec, runtime.instance, runtime.store)
         with runtime.storyboard_lock:
-            run_id = make_storyboard(spec.job_id, defs, runtime.instance, runtime.store)
-    except (OSError, PipelineError) as error:
-        if not disk_full(error) and isinstance(error, PipelineError):
+            run_id = pipeline.make_storyboard(spec.job_id, runtime.defs, runtime.instance, runtime.store)
+    except (OSError, pipeline.PipelineError) as error:
+        if not disk_full(error) and isinstance(error, pipeline.PipelineError):
             raise HTTPException(500, detail=str(error)) from None
         forget(runtime, spec.job_id)  # the caller never got the id: a full disk leaves no job folder behind
         if isinstance(error, OSError):
@@ -133,11 +131,10 @@ def ensure_idle(job: jobs.Job) -> None:
 def generate(body: GenerateRequest, runtime: RuntimeDep, links: LinksDep) -> GenerateResponse:
     """Records the engine preference and quality in the job and starts `sparklio run-job` in its
     own process group; it materializes each scene and the final video as Dagster runs. Calling
-    it again for a failed or canceled job makes the video again."""
+    it again for a failed or canceled job makes the video again, from the scenes already made; a
+    job whose storyboard was never finished (the server died making it) gets its storyboard first."""
     with runtime.launch_lock:
         job = load_job(runtime, body.storyboard_id)
-        if job.plan is None:
-            raise HTTPException(409, detail=f"job {job.job_id} has no storyboard yet")
         ensure_idle(job)
         jobs.write_spec(job, quality=body.quality, engine_preference=body.engine_preference)
         warnings = [NO_CLOUD] if body.engine_preference in ("cloud", "hybrid") and not cloud_available() else []
