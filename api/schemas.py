@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sparklio_assets.models import (
     HEX_COLOR,
@@ -19,6 +19,7 @@ from sparklio_assets.models import (
     MotionStyle,
     Quality,
     Storyboard,
+    drawable_text,
     visible_text,
 )
 
@@ -85,6 +86,22 @@ def _visible(value: Any) -> Any:
     return value
 
 
+# Copy that goes on screen must be drawable by the packaged fonts (models.drawable_text: no
+# emoji). No pattern can say that briefly (the fonts' cmaps are 3,600 ranges), so the schema names
+# it as a string format, which clients can read and the fuzzer generates (tests/test_api.py).
+ONSCREEN_FORMAT = "onscreen-text"
+
+
+def _onscreen(schema: dict[str, Any], *names: str) -> None:
+    for name in names:
+        for option in schema.get("properties", {}).get(name, {}).get("anyOf", None) or [
+                schema.get("properties", {}).get(name, {})]:
+            if option.get("type") == "string":
+                option["format"] = ONSCREEN_FORMAT
+                option["description"] = ((option.get("description", "") + "; ").lstrip("; ")
+                                         + "shown on screen: only characters the ad's fonts can draw (no emoji)")
+
+
 def _strip_aware(schema: dict[str, Any]) -> None:
     for prop in schema.get("properties", {}).values():
         _stripped(prop)
@@ -98,13 +115,22 @@ def _precise_brief_schema(schema: dict[str, Any]) -> None:
     if "channels" in props:
         props["channels"]["uniqueItems"] = True
     _strip_aware(schema)
+    _onscreen(schema, "product")
     schema["examples"] = [BRIEF_EXAMPLE, {**BRIEF_EXAMPLE, "duration": 5, "brand": BRAND_EXAMPLE}]
 
 
+# A brand kit's files (logo, packshots, fonts) are paths on the machine that reads the kit: the CLI
+# takes them, the API does not (a client cannot know the server's files, and must not make it read them).
+FILE_FIELDS = ("logo", "product_images", "fonts")
+
+
 def _precise_brand_schema(schema: dict[str, Any]) -> None:
+    for name in FILE_FIELDS:
+        schema.get("properties", {}).pop(name, None)
     colors = schema.get("properties", {}).get("colors", {})
     colors.setdefault("items", {})["pattern"] = HEX_COLOR.pattern
     _strip_aware(schema)
+    _onscreen(schema, "name", "logo_text", "cta_default", "legal_text", "website")
     schema["examples"] = [BRAND_EXAMPLE]
 
 
@@ -116,6 +142,16 @@ class BrandKitIn(BrandKit):
     _raw = field_validator("*", mode="before")(classmethod(_raw_length))
     _shown = field_validator("brand_id", "name", "tone_keywords", "logo_text", "cta_default")(
         lambda cls, v: _visible(v))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_server_paths(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in FILE_FIELDS:
+                if data.get(name) not in (None, [], {}):
+                    raise ValueError(f"{name}: files are not taken over the API (they would be paths on the "
+                                     "server); give them in a brand kit file to `sparklio generate --brand`")
+        return data
 
 
 class StoryboardRequest(Brief):
@@ -173,8 +209,8 @@ class SceneEdit(BaseModel):
     """Optional changes to the scene before it is re-made; fields left out stay as they are."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=lambda schema: (
-        _strip_aware(schema), schema.update(examples=[{"onscreen_text": "10초 흡수, 8시간 보습",
-                                                       "motion_style": "slow zoom-in"}])))
+        _strip_aware(schema), _onscreen(schema, "onscreen_text"),
+        schema.update(examples=[{"onscreen_text": "10초 흡수, 8시간 보습", "motion_style": "slow zoom-in"}])))
 
     onscreen_text: str | None = Field(default=None, max_length=40)
     narration: str | None = Field(default=None, max_length=200)
@@ -184,6 +220,7 @@ class SceneEdit(BaseModel):
 
     _raw = field_validator("*", mode="before")(classmethod(_raw_length))
     _shown = field_validator("onscreen_text", "narration", "image_prompt")(lambda cls, v: _visible(v))
+    _drawn = field_validator("onscreen_text")(lambda cls, v: v if v is None else drawable_text(v))
 
 
 class JobError(BaseModel):

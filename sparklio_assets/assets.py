@@ -35,7 +35,7 @@ from resources.ffmpeg import FFmpegError, FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
 from resources.tts import TTSResource
 
-from . import segments
+from . import previews, segments
 from . import store_paths as layout
 from .comfy_engines import layer_path, make_key_image, make_motion_clip, missing_for, packshot_of, use_comfy
 from .comfy_engines import preflight as comfy_preflight
@@ -47,7 +47,7 @@ from .language import language_of
 from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
-from .render import SceneInput, frames_bgr, frames_i420
+from .render import SceneInput, frames_i420
 from .renditions import band_top, relaid_inputs
 from .soundtrack import SoundtrackRecord
 from .soundtrack import build as build_soundtrack
@@ -212,7 +212,7 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
     if use_comfy(job.quality, comfy):
         motion = _comfy_motion(context, comfy, store, job, scene, motion)
     preview_path = layout.preview_path(store, job.job_id, scene_id)
-    first_frame = _write_preview(SceneInput(scene.frames, motion, overlay_path), preview_path)
+    first_frame = previews.write_scene_preview(SceneInput(scene.frames, motion, overlay_path), preview_path)
     motion = motion.model_copy(update={"preview_path": str(preview_path),
                                        "seconds": round(time.perf_counter() - started, 3)})
     write_model(layout.motion_path(store, job.job_id, scene_id), motion)
@@ -227,7 +227,9 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
         **({"clip_path": MetadataValue.path(motion.clip_path)} if motion.clip_path else {}),
         "text_boxes": [vars(b) for b in placed.text_boxes],
         "preview_path": MetadataValue.path(str(preview_path)),
-        "preview": image_markdown(first_frame, caption=f"{scene_id} · {motion.engine} · {motion.motion_style}"),
+        "preview": MetadataValue.md(previews.markdown(
+            preview_path, caption=f"{scene_id} · {motion.engine} · {motion.motion_style} (animated)")),
+        "first_frame": image_markdown(first_frame, caption=f"{scene_id}: first frame"),
     })
 
 
@@ -289,16 +291,6 @@ def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store:
     reason = reason if len(reason) <= 400 else reason[:397] + "..."
     context.log.warning(f"{scene_id}: {reason}; falling back to Ken Burns (spec 8.2)")
     return kenburns.model_copy(update={"fallback_reason": reason})
-
-
-def _write_preview(scene: SceneInput, path: Path) -> Image.Image:
-    """A small animated GIF of the scene as it will appear (8 fps, quarter size); returns its first frame."""
-    step = FPS // 8
-    frames = [Image.fromarray(f[:, :, ::-1]).resize((WIDTH // 4, HEIGHT // 4), Image.BILINEAR)
-              for i, f in enumerate(frames_bgr([scene], crossfade=0)) if i % step == 0]
-    with atomic_path(path) as tmp:
-        frames[0].save(tmp, "GIF", save_all=True, append_images=frames[1:], duration=1000 // 8, loop=0)
-    return frames[0]
 
 
 @asset(partitions_def=JOBS, deps=[storyboard], group_name="ad", kinds={"python"},
@@ -378,6 +370,8 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
                                      layouts=layouts)
         thumbnail = _thumbnail(scenes)
         thumbnail.save(staging / thumb_path.name, "JPEG", quality=90)
+        ad_preview = staging / layout.ad_preview_path(store, job_id).name
+        previews.write_ad_preview([Path(m.preview_path) for m in motions if m.preview_path], ad_preview)
         total = sum(s.frames for s in scenes)
         infos = {fmt: verify(staged[fmt], *sizes[fmt], total, FPS) for fmt in sizes}
         _verify_thumbnail(staging / thumb_path.name)
@@ -413,7 +407,7 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
                          bitrate=info.bit_rate, size_bytes=staged[MASTER].stat().st_size, scenes_count=len(scenes),
                          engines=engines, seconds=round(time.perf_counter() - started, 3), renditions=renditions,
                          audio=audio_summary)
-    _replace_together([*(staged[fmt] for fmt in renditions), staging / thumb_path.name, staged[MASTER]],
+    _replace_together([*(staged[fmt] for fmt in renditions), staging / thumb_path.name, ad_preview, staged[MASTER]],
                       store.final_dir(job_id))
     write_model(layout.video_record_path(store, job_id), record)  # last: it describes the files now in place
     shutil.rmtree(staging, ignore_errors=True)
@@ -422,6 +416,7 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
                      f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(record.video_path),
+        "video_url": MetadataValue.url(Path(record.video_path).as_uri()),
         "thumbnail": MetadataValue.path(record.thumbnail_path),
         "duration": record.duration,
         "storyboard_duration": plan.duration_seconds,
@@ -445,7 +440,9 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
             "| format | segment | frames | scenes | reused | encode s |\n|---|---|---|---|---|---|\n"
             + "\n".join(f"| {r.format} | {r.index + 1} | {r.start}-{r.stop - 1} | {', '.join(r.scenes)} | "
                         f"{'yes' if r.reused else 'no'} | {r.encode_seconds:g} |" for r in assembly.segments)),
-        "preview": image_markdown(thumbnail, caption=plan.title),
+        "preview": MetadataValue.md(previews.markdown(store.final_dir(job_id) / ad_preview.name,
+                                                      caption=f"{plan.title} (animated, every scene)")),
+        "thumbnail_preview": image_markdown(thumbnail, caption=plan.title),
     })
 
 

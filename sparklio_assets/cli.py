@@ -6,6 +6,7 @@
     sparklio remake-scene JOB_ID SCENE_ID [--out DIR]
     sparklio run-job JOB_ID [--scene SCENE_ID] [--out DIR] [--run-config JSON]   (the API's detached worker)
     sparklio serve [--host HOST] [--port PORT] [--out DIR]   (the REST API, see api/)
+    sparklio ui [--host HOST] [--port PORT] [--out DIR]      (the Dagster UI on the same instance)
     sparklio worker check [URL] [--config sparklio.yaml]     (is the GPU worker ready?)
 
 `--config FILE` (or $SPARKLIO_CONFIG, or ./sparklio.yaml) sets the resources, e.g. the `comfy:`
@@ -74,8 +75,7 @@ def _fail(error: Exception, code: int = 1) -> int:
     if log := getattr(error, "log", None):
         print(f"  full log: {log}", file=sys.stderr)
     elif "failed (run" in text:
-        print(f"  full log: each run's events in the Dagster UI (`dagster dev`, DAGSTER_HOME="
-              f"{os.environ.get('DAGSTER_HOME', '')}) and jobs/<id>/logs/", file=sys.stderr)
+        print("  full log: each run's events in the Dagster UI (`sparklio ui`) and jobs/<id>/logs/", file=sys.stderr)
     return code
 
 
@@ -97,6 +97,13 @@ def _session(out: str | None):
     liveness.reap(instance, store)  # end what dead workers left in flight, free their pool slots
     liveness.sweep(store)
     return defs, instance, store
+
+
+def _no_such_job(job_id: str, store, out: str | None) -> str:
+    """Which folder was searched, and which setting pointed there."""
+    setting = "--out" if out else ("$SPARKLIO_HOME" if os.environ.get("SPARKLIO_HOME") else
+                                   "the default ~/.sparklio; set --out or $SPARKLIO_HOME")
+    return f"job {job_id}: no such job in {store.root} (the media folder from {setting})"
 
 
 def _print_checks(store, job_id: str) -> bool:
@@ -135,7 +142,8 @@ def generate(spec: JobSpec, out: str | None, allow_failed_checks: bool = False) 
         kept = ["storyboard", *sorted(resume.finished_scenes(instance, store, spec.job_id, scenes))]
         _print(f"  resuming: {', '.join(kept)} already made")
     _print(f"  media: {store.job_dir(spec.job_id)}")
-    _print(f"  dagster: runs recorded in {os.environ['DAGSTER_HOME']} (see them with `dagster dev`)")
+    _print(f"  dagster: runs recorded in {os.environ['DAGSTER_HOME']} (see them with `sparklio ui"
+           f"{' --out ' + str(store.folder) if out else ''}`)")
 
     def report(stage: StageReport) -> None:
         engines = ", ".join(f"{k} by {v}" for k, v in stage.engines.items())
@@ -196,12 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     serve_p.add_argument("--port", type=int, default=int(os.environ.get("SPARKLIO_PORT", "8000")))
     serve_p.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
     serve_p.add_argument("--log-level", default="info")
+    ui_p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this media folder's instance")
+    ui_p.add_argument("--host", default="127.0.0.1")
+    ui_p.add_argument("--port", type=int, default=3000)
+    ui_p.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
     worker_p = sub.add_parser("worker", help="the GPU worker (ComfyUI)")
     worker_sub = worker_p.add_subparsers(dest="worker_command", required=True)
     check_p = worker_sub.add_parser("check", help="is the worker ready: version, VRAM, node classes and model "
                                                   "files the configured graphs need; exit 1 if anything is missing")
     check_p.add_argument("url", nargs="?", help="default: comfy.url in the config, or $SPARKLIO_COMFYUI_URL")
-    for p in (gen, demo, remake, run_p, serve_p, check_p):
+    for p in (gen, demo, remake, run_p, serve_p, ui_p, check_p):
         p.add_argument("--config", help="settings file (default $SPARKLIO_CONFIG or ./sparklio.yaml)")
     args = parser.parse_args(argv)
     if args.config:  # the definitions, the API and its workers read the same file through this
@@ -230,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_existing_job(args.job_id, args.scene, args.out, _run_config(args.run_config))
         if args.command == "serve":
             return serve(args.host, args.port, args.out, args.log_level)
+        if args.command == "ui":
+            return ui(args.host, args.port, args.out)
         return remake_scene(args.job_id, args.scene_id, args.out)
     except InputError as error:
         return _fail(error, EXIT_BAD_INPUT)
@@ -242,6 +256,8 @@ def remake_scene(job_id: str, scene_id: str, out: str | None) -> int:
 
     defs, instance, store = _session(out)
     try:
+        if not store.job_dir(job_id).is_dir():
+            raise InputError(_no_such_job(job_id, store, out))
         with liveness.hold(store.job_dir(job_id), job_id, "remake-scene", instance, store):
             remake(job_id, scene_id, defs, instance, store)
             record = assemble(job_id, defs, instance, store)
@@ -285,7 +301,7 @@ def run_existing_job(job_id: str, scene_id: str | None, out: str | None, run_con
     except ValueError as error:
         raise InputError(str(error)) from None
     if not store_paths.job_path(store, job_id).is_file():
-        raise InputError(f"job {job_id}: no such job in {store.root}")
+        raise InputError(_no_such_job(job_id, store, out))
 
     def report(stage: StageReport) -> None:
         engines = ", ".join(f"{k} by {v}" for k, v in stage.engines.items())
@@ -315,6 +331,22 @@ def serve(host: str, port: int, out: str | None, log_level: str = "info") -> int
 
     uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
     return 0
+
+
+def ui(host: str, port: int, out: str | None) -> int:
+    """The Dagster UI (`dagster dev`: webserver + daemon) on the same media folder and instance as
+    the CLI and the API: one setting (--out, or $SPARKLIO_HOME) decides both homes."""
+    from resources.artifacts import ArtifactStore
+
+    from .pipeline import ensure_dagster_home
+
+    if out:
+        os.environ["SPARKLIO_HOME"] = str(Path(out).resolve())
+    store = ArtifactStore()
+    home = ensure_dagster_home(store.folder)
+    dagster = Path(sys.executable).with_name("dagster")
+    _print(f"media: {store.folder}\ndagster: {home}\nUI: http://{host}:{port}  (Ctrl-C stops it)")
+    os.execv(dagster, [str(dagster), "dev", "-m", "sparklio_assets.definitions", "-h", host, "-p", str(port)])
 
 
 if __name__ == "__main__":

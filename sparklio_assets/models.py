@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from .brand_assets import AssetError, check_font, check_image
 from .language import language_of
-from .typography import hangul_glyphs
+from .typography import describe_chars, hangul_glyphs, undrawable
 
 FPS = 24
 FRAME = 1 / FPS
@@ -91,6 +91,16 @@ def visible_text(value: str) -> str:
     return value
 
 
+def drawable_text(value: str) -> str:
+    """Copy that goes on screen: every character has a glyph in the packaged fonts (zero-width
+    characters draw nothing and are visible_text's to judge)."""
+    missing = [c for c in undrawable(value) if c not in INVISIBLE]
+    if missing:
+        raise ValueError(f"goes on screen, and the ad's fonts cannot draw {describe_chars(missing)}: "
+                         "emoji and such symbols would show as empty boxes; remove them")
+    return value
+
+
 class Brief(_Strict):
     """What the marketer asks for (spec 3.1 input, spec 4.1 request)."""
 
@@ -104,6 +114,7 @@ class Brief(_Strict):
 
     _visible = field_validator("brand_id", "product", "target_audience", "goal", "tone")(
         lambda cls, v: visible_text(v))
+    _drawable = field_validator("product")(lambda cls, v: drawable_text(v))
 
     @field_validator("tone")
     @classmethod
@@ -187,6 +198,8 @@ class BrandKit(_Strict):
     website: str = Field(default="", max_length=80, description="shown on the CTA card")
 
     _colors_hex = field_validator("colors", mode="after")(lambda cls, v: [_hex(c) for c in v])
+    _drawable = field_validator("name", "logo_text", "cta_default", "legal_text", "website")(
+        lambda cls, v: drawable_text(v))
 
     @field_validator("logo")
     @classmethod
@@ -220,6 +233,8 @@ class Scene(_Strict):
     image_prompt: str = Field(min_length=1, max_length=500)
     motion_style: MotionStyle
     brand_elements: list[BrandElement] = Field(default_factory=list)
+
+    _drawable = field_validator("onscreen_text")(lambda cls, v: drawable_text(v))
 
     @field_validator("id")
     @classmethod

@@ -36,7 +36,8 @@ def motion_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
 
 
 def preview_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
-    return store.scene_dir(job_id, scene_id) / "preview.gif"
+    """The scene's animated preview (previews.py)."""
+    return store.scene_dir(job_id, scene_id) / "preview.webp"
 
 
 def clip_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
@@ -47,6 +48,11 @@ def failure_log_path(store: ArtifactStore, job_id: str, stage: str, run_id: str)
     """The full story of a failed run (each failed step's error with its traceback and causes): the
     terminal and the API show one line, this file the rest."""
     return store.job_dir(job_id) / "logs" / f"{stage}-{run_id[:8]}.log"
+
+
+def ad_preview_path(store: ArtifactStore, job_id: str) -> Path:
+    """The whole ad as a small animated preview (previews.py), published with the video."""
+    return store.final_dir(job_id) / "preview.webp"
 
 
 def soundtrack_path(store: ArtifactStore, job_id: str) -> Path:

@@ -1,11 +1,14 @@
 """Fonts for on-screen copy, with the brand's own fonts first and a glyph-by-glyph fallback.
 
 The packaged Hangul font is NanumGothic (SIL Open Font License 1.1), which installs with the
-`koreanize-matplotlib` wheel: no apt step, the same glyphs on every machine. A brand font
-(`BrandKit.fonts`) is used for every character its cmap covers; any other character (Hangul in a
-Latin-only font, say) is set in NanumGothic, so nothing ever draws as a missing-glyph box. Text is
-drawn with Pillow, never through FFmpeg's drawtext, so quotes, colons, percent signs and
-backslashes need no escaping and reach the frame verbatim.
+`koreanize-matplotlib` wheel: no apt step, the same glyphs on every machine. NanumGothic has no
+Ä, Ö, õ, Ā, Ł and most other accented Latin letters, so DejaVu Sans (Bitstream Vera licence, in the
+matplotlib wheel that koreanize-matplotlib installs) stands behind it for Latin, Greek, Cyrillic
+and symbols. A brand font (`BrandKit.fonts`) is used for every character its cmap covers; any
+other character is set in the first font of the chain that has it, so nothing draws as a
+missing-glyph box (what no font has, emoji, is refused or removed before it gets here:
+models.drawable_text). Text is drawn with Pillow, never through FFmpeg's drawtext, so quotes,
+colons, percent signs and backslashes need no escaping and reach the frame verbatim.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from fontTools.ttLib import TTFont
 from PIL import ImageDraw, ImageFont
 
 WEIGHTS = {"regular": "NanumGothic.ttf", "bold": "NanumGothicBold.ttf", "extrabold": "NanumGothicExtraBold.ttf"}
+LATIN_WEIGHTS = {"regular": "DejaVuSans.ttf", "bold": "DejaVuSans-Bold.ttf", "extrabold": "DejaVuSans-Bold.ttf"}
 HANGUL_SYLLABLES = range(0xAC00, 0xD7A4)
 
 
@@ -29,6 +33,16 @@ def font_path(weight: str = "extrabold") -> Path:
     path = Path(spec.submodule_search_locations[0]) / "fonts" / WEIGHTS[weight]
     if not path.is_file():
         raise FileNotFoundError(f"Hangul font {path} is missing: reinstall koreanize-matplotlib")
+    return path
+
+
+def latin_font_path(weight: str = "extrabold") -> Path:
+    spec = find_spec("matplotlib")  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the Latin fallback font's package matplotlib is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "mpl-data" / "fonts" / "ttf" / LATIN_WEIGHTS[weight]
+    if not path.is_file():
+        raise FileNotFoundError(f"Latin fallback font {path} is missing: reinstall matplotlib")
     return path
 
 
@@ -52,21 +66,57 @@ def hangul_glyphs(path: str) -> int:
     return sum(1 for cp in HANGUL_SYLLABLES if cp in covered)
 
 
+def undrawable(text: str, brand_font: str | None = None) -> list[str]:
+    """The characters of `text` that neither the packaged font nor the brand font has a glyph
+    for (emoji and their joiners and variation selectors, mostly), each once: they would draw as
+    empty boxes. No colour emoji font installs from the package registries without a download at
+    run time, so such copy is refused (user input) or loses those characters (model-written copy)."""
+    covered = cmap(str(font_path())) | cmap(str(latin_font_path())) | (cmap(brand_font) if brand_font else frozenset())
+    return list(dict.fromkeys(c for c in text if not (c.isspace() or ord(c) in covered)))
+
+
+def without_undrawable(text: str) -> str:
+    """`text` minus the characters undrawable names, spaces tidied."""
+    bad = set(undrawable(text))
+    if not bad:
+        return text
+    kept = "".join(c for c in text if c not in bad)
+    return "\n".join(" ".join(line.split()) for line in kept.split("\n")).strip()
+
+
+def describe_chars(chars: list[str]) -> str:
+    """'✨' (U+2728), ... for an error message."""
+    return ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:5]) + (" ..." if len(chars) > 5 else "")
+
+
 @dataclass(frozen=True)
 class Face:
-    """A font at a size with its fallback: measures and draws text run by run."""
+    """A chain of fonts at one size: each character is set in the first that has it. Metrics (and
+    so line heights and layout) come from the main fonts; the last-resort Latin font's glyphs fit
+    inside their line (DejaVu's ascent is NanumGothic's + 1 px at 40-80 px)."""
 
     size: int
-    main: ImageFont.FreeTypeFont
-    fallback: ImageFont.FreeTypeFont | None = None
-    covered: frozenset[int] | None = None
+    fonts: tuple[ImageFont.FreeTypeFont, ...]  # main first (the brand font, or NanumGothic)
+    covers: tuple[frozenset[int], ...]  # what each of `fonts` has glyphs for
+    metric_fonts: int = 1  # how many of `fonts` decide the metrics
+
+    @property
+    def main(self) -> ImageFont.FreeTypeFont:
+        return self.fonts[0]
+
+    @property
+    def fallback(self) -> ImageFont.FreeTypeFont | None:
+        return self.fonts[1] if len(self.fonts) > 1 else None
+
+    def _font_for(self, char: str) -> ImageFont.FreeTypeFont:
+        if char.isspace():
+            return self.fonts[0]
+        return next((f for f, covered in zip(self.fonts, self.covers) if ord(char) in covered), self.fonts[0])
 
     def runs(self, text: str) -> list[tuple[str, ImageFont.FreeTypeFont]]:
-        if self.fallback is None or self.covered is None:
-            return [(text, self.main)] if text else []
         out: list[tuple[str, ImageFont.FreeTypeFont]] = []
         for char in text:
-            face = self.main if (ord(char) in self.covered or char.isspace()) else self.fallback
+            face = self._font_for(char)
             if out and out[-1][1] is face:
                 out[-1] = (out[-1][0] + char, face)
             else:
@@ -78,11 +128,11 @@ class Face:
 
     @property
     def ascent(self) -> int:
-        return max(f.getmetrics()[0] for f in (self.main, self.fallback) if f is not None)
+        return max(f.getmetrics()[0] for f in self.fonts[:self.metric_fonts])
 
     @property
     def descent(self) -> int:
-        return max(f.getmetrics()[1] for f in (self.main, self.fallback) if f is not None)
+        return max(f.getmetrics()[1] for f in self.fonts[:self.metric_fonts])
 
     @property
     def line_height(self) -> int:
@@ -99,9 +149,12 @@ class Face:
 
 @lru_cache(maxsize=256)
 def face(size: int, weight: str = "extrabold", brand_font: str | None = None) -> Face:
-    """The brand font (a TTF/OTF path) at a size with the packaged font behind it, or the
-    packaged font alone."""
-    packaged = font(size, weight)
+    """The brand font (a TTF/OTF path) at a size with the packaged fonts behind it, or the
+    packaged fonts alone."""
+    packaged, packaged_cover = font(size, weight), cmap(str(font_path(weight)))
+    latin = ImageFont.truetype(str(latin_font_path(weight)), size)
+    latin_cover = cmap(str(latin_font_path(weight)))
     if not brand_font:
-        return Face(size, packaged)
-    return Face(size, ImageFont.truetype(brand_font, size), packaged, cmap(brand_font))
+        return Face(size, (packaged, latin), (packaged_cover, latin_cover))
+    return Face(size, (ImageFont.truetype(brand_font, size), packaged, latin),
+                (cmap(brand_font), packaged_cover, latin_cover), metric_fonts=2)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import httpx
@@ -365,7 +366,7 @@ def test_generate_makes_the_storyboard_a_killed_server_never_finished(client, ho
     from sparklio_assets.jobs import create_job, named
     from sparklio_assets.models import Brief, JobSpec
 
-    brief = Brief.model_validate({k: v for k, v in BRIEF.items() if k != "brand_id"})
+    brief = Brief.model_validate(BRIEF)
     with DagsterInstance.get() as instance:
         spec = create_job(named(JobSpec(brief=brief, quality="draft")), instance, ArtifactStore())
     job_dir = home / "jobs" / spec.job_id
@@ -445,9 +446,20 @@ def test_serve_worker_outlives_the_api_and_cancel_kills_it(home):
 
 import schemathesis  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from schemathesis.generation.modes import GenerationMode  # noqa: E402
 
+from api.schemas import ONSCREEN_FORMAT  # noqa: E402
+from sparklio_assets.typography import cmap, font_path, latin_font_path  # noqa: E402
+
 FUZZ_EXAMPLES = 10
+
+# The schema's on-screen text format: any character the packaged fonts draw (Hangul, accented
+# Latin, symbols, quotes, backslashes), none that is a control or surrogate.
+DRAWABLE = sorted(chr(c) for c in cmap(str(font_path())) | cmap(str(latin_font_path()))
+                  if unicodedata.category(chr(c)) not in ("Cc", "Cs", "Zl", "Zp"))
+schemathesis.openapi.format(ONSCREEN_FORMAT, st.text(st.sampled_from(DRAWABLE), min_size=1, max_size=30)
+                            .filter(lambda s: s.strip()))
 
 
 def test_fuzz_the_openapi_schema(home, finished):

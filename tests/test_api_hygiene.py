@@ -74,6 +74,13 @@ def field_error(response) -> tuple[str, str]:
     ({"brand": {"brand_id": "b", "name": "\ufeff", "colors": ["#112233"]}}, "brand.name", "zero-width"),
     ({"brand": {"brand_id": "b", "name": "B", "colors": ["#112233"], "cta_default": "a\x07"}}, "brand.cta_default",
      "control characters"),
+    # A client cannot name files on the server: brand files come with a kit file to the CLI.
+    ({"brand": {"brand_id": "b", "name": "B", "colors": ["#112233"], "logo": "/etc/passwd"}}, "brand",
+     "logo: files are not taken over the API"),
+    # No packaged font draws emoji (and none installs from the registries): refused, saying why.
+    ({"product": "수분크림 ✨"}, "product", "the ad's fonts cannot draw '✨' (U+2728): emoji"),
+    ({"brand": {"brand_id": "b", "name": "B", "colors": ["#112233"], "cta_default": "지금 구매 👉"}},
+     "brand.cta_default", "cannot draw '👉' (U+1F449)"),
 ])
 def test_bad_fields_are_422_naming_the_field(client, change, field, words):
     got_field, reason = field_error(client.post("/video/storyboard", json={**BRIEF, **change}))
@@ -104,6 +111,9 @@ def test_a_scene_edit_is_checked_the_same_way(client, job_id):
     response = client.post(f"/video/regenerate/{job_id}/scenes/scene_001", json={"onscreen_text": "새\x00카피"})
     assert field_error(response) == ("onscreen_text", "must not contain control characters (found U+0000) "
                                                       "(got '새\\x00카피')")
+    field, reason = field_error(client.post(f"/video/regenerate/{job_id}/scenes/scene_001",
+                                            json={"onscreen_text": "새 카피 🔥"}))
+    assert field == "onscreen_text" and "cannot draw '🔥' (U+1F525)" in reason, reason
 
 
 def test_the_schema_asks_for_the_key_only_when_the_server_has_one(home):

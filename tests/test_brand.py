@@ -121,6 +121,20 @@ def test_brand_font_falls_back_glyph_by_glyph():
     assert np.asarray(img).any() and not np.array_equal(np.asarray(img), np.asarray(tofu))
 
 
+def test_accented_latin_draws_from_the_latin_fallback_not_as_boxes():
+    """NanumGothic has no Ö, õ or Ā: they come from DejaVu Sans, glyph by glyph, and a brief
+    naming such a product is accepted (only what no packaged font has is refused)."""
+    from sparklio_assets.typography import cmap, latin_font_path, undrawable
+
+    fc = face(60)
+    runs = fc.runs("Björk Ölmühle 수분크림 Āõ")
+    latin = [r for r, f in runs if f is fc.fonts[1]]
+    assert "".join(latin) == "ÖĀõ" and all(ord(c) in cmap(str(latin_font_path())) for c in "".join(latin))
+    assert undrawable("Björk Ölmühle Āõ 수분크림") == []
+    brief = Brief.model_validate_json((BRANDS / "shoe" / "brief.json").read_text())
+    assert Brief.model_validate({**brief.model_dump(), "product": "Björk Ölmühle"}).product == "Björk Ölmühle"
+
+
 def test_svg_logo_is_rasterised_without_its_script():
     brand, _ = _kit("bank")
     logo = load_logo(brand.logo)

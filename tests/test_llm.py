@@ -44,8 +44,9 @@ BRAND = BrandKit.model_validate(json.loads((DATA / "demo_brand.json").read_text(
 QWEN, GPT, CLAUDE = "ollama:qwen2.5:7b-instruct", "openai:gpt-4o", "anthropic:claude-sonnet-5-5"
 GPT_ANSWERED = "openai:gpt-4o-2024-08-06"  # planner_engine names the model the server says answered
 
-# Korean copy with the characters that break naive handling: quotes, backslash, emoji, middle dot.
-HOOK = '눈이 피곤한 "현대인" \\ 여러분 ✨'
+# Korean copy with the characters that break naive handling: quotes, backslash, middle dot (and, in
+# test_emoji_in_model_copy_is_removed_and_listed, an emoji no packaged font can draw).
+HOOK = '눈이 피곤한 "현대인" \\ 여러분!'
 KOREAN_DRAFT = {
     "bgm_mood": "calm_inspiring",
     "scenes": [
@@ -69,7 +70,7 @@ KOREAN_DRAFT = {
 STRATEGY = {"usp": "책상 앞 눈가를 위한 10초 보습 루틴", "key_benefits": ["빠른 흡수", "하루 종일 촉촉함"],
             "proof_points": [], "brand_voice": "따뜻하고 신뢰감 있게", "cta": "지금 무료 샘플 신청"}
 REFINED = {"scenes": [{"scene_id": f"scene_{i:03d}", "narration": f"다듬은 내레이션 {i} — \"따옴표\"",
-                       "onscreen_text": f"다듬은 카피 {i} ✨"} for i in range(1, 6)]}
+                       "onscreen_text": f"다듬은 카피 {i} ★"} for i in range(1, 6)]}
 
 
 def draft(**changes) -> dict:
@@ -168,6 +169,18 @@ def test_offline_with_keys_falls_through_without_retry_backoff():
 
 
 # ------------------------------------------------------------------ each provider's happy path
+
+
+def test_emoji_in_model_copy_is_removed_and_listed(servers):
+    ollama, _, _ = servers
+    draft = json.loads(json.dumps(KOREAN_DRAFT))
+    draft["scenes"][0]["onscreen_text"] = "눈이 피곤한 ✨ 여러분 👍🏽"
+    ollama.queue(Answer(draft, input_tokens=1500, output_tokens=700))
+    plan = router(servers).plan(job("auto", "draft"))
+    assert plan.scenes[0].onscreen_text == "눈이 피곤한 여러분"
+    assert plan.metadata.planner_engine == f"{QWEN} (code fixed 1: scenes.0.onscreen_text)"
+    assert plan.metadata.llm_calls[0]["code_fixed"] == [
+        "scenes.0.onscreen_text: '✨' (U+2728), '👍' (U+1F44D), '🏽' (U+1F3FD) removed (the ad's fonts cannot draw them)"]
 
 
 def test_ollama_draft_with_format_schema_and_korean_round_trip(servers):
@@ -634,7 +647,7 @@ def test_storyboard_asset_run_against_the_standins(servers, tmp_path, monkeypatc
     plan = Storyboard.model_validate_json(layout.storyboard_path(store, spec.job_id).read_text(encoding="utf-8"))
     assert plan.metadata.planner_engine == f"{QWEN} + {CLAUDE} (refine)"
     assert plan.scenes[0].onscreen_text == REFINED["scenes"][0]["onscreen_text"]
-    assert '"onscreen_text": "다듬은 카피 1 ✨"' in layout.storyboard_path(store, spec.job_id).read_text(encoding="utf-8")
+    assert '"onscreen_text": "다듬은 카피 1 ★"' in layout.storyboard_path(store, spec.job_id).read_text(encoding="utf-8")
     [materialization] = result.asset_materializations_for_node("storyboard")
     meta = {k: v.value for k, v in materialization.metadata.items()}
     assert meta["engine"] == plan.metadata.planner_engine

@@ -135,6 +135,34 @@ def test_runs_are_on_the_dagster_instance(made):
         assert instance.has_dynamic_partition("jobs", JOB)
 
 
+def test_previews_play_in_the_ui_metadata(made):
+    """Each scene and the whole ad: an animated WebP inline in the materialization (the UI's
+    markdown shows data: URIs), small enough for the event log; the MP4's URL beside it."""
+    import base64
+    import io
+    import re
+
+    from dagster import AssetKey
+
+    home, job_dir, _ = made
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    with DagsterInstance.get() as instance:
+        final = instance.get_latest_materialization_event(AssetKey("final_video")).asset_materialization.metadata
+        scene = instance.fetch_materializations(AssetKey("scene_motion_clip"), limit=1).records[0]
+        scene_meta = scene.asset_materialization.metadata
+    assert final["video_url"].value == (job_dir / "final" / "ad.mp4").as_uri()
+    scenes = len(json.loads((job_dir / "storyboard.json").read_text())["scenes"])
+    for meta, least_frames, width in ((scene_meta, 8, 270), (final, 8 * scenes, 180)):
+        data = re.search(r"data:image/webp;base64,([A-Za-z0-9+/=]+)", meta["preview"].value).group(1)
+        raw = base64.b64decode(data)
+        assert len(raw) < 400_000, "small enough to live in the event log"
+        with Image.open(io.BytesIO(raw)) as animation:
+            assert animation.format == "WEBP" and animation.n_frames >= least_frames and animation.width == width
+            animation.seek(animation.n_frames // 2)
+            assert np.asarray(animation.convert("L")).std() > 10, "a picture, not a blank"
+    assert (job_dir / "final" / "preview.webp").read_bytes() == raw, "published beside the video"
+
+
 def test_remake_one_scene_keeps_the_others(made):
     home, job_dir, _ = made
     video = job_dir / "final" / "ad.mp4"
@@ -226,17 +254,17 @@ def test_definitions_validate():
 
 def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
     """What a user does in the UI: launch scene_job for one (job, scene) cell, then final_video_job,
-    against `dagster dev` (webserver + daemon, queued runs in subprocesses)."""
+    against `sparklio ui` (dagster dev: webserver + daemon, queued runs in subprocesses), started
+    with only the media folder: it finds the CLI's instance and jobs from that one setting."""
     import time
 
     from dagster_graphql import DagsterGraphQLClient
 
     home, job_dir, _ = made
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home / "dagster"), "SPARKLIO_HOME": str(home)}
-    dagster = str(Path(sys.executable).parent / "dagster")
-    dev = subprocess.Popen([dagster, "dev", "-w", "workspace.yaml", "-p", str(port)],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "SPARKLIO_HOME")}
+    dev = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", "ui", "--out", str(home), "--port", str(port)],
+                           cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)

@@ -39,6 +39,7 @@ from sparklio_assets.models import (
     describe_validation_error,
 )
 from sparklio_assets.planner import ACTS, MOODS, plan_storyboard
+from sparklio_assets.typography import describe_chars, undrawable, without_undrawable
 
 from .schema import (
     BGM_MOODS,
@@ -156,6 +157,15 @@ def fit_text(text: str, limit: int) -> str:
     return text[: _grapheme_cut(text, limit - 1)].rstrip() + "…"
 
 
+def _drawable(text: str, where: str, fixed: list[str]) -> str:
+    """On-screen copy without the characters the fonts cannot draw (emoji), noted in `fixed`."""
+    missing = undrawable(text)
+    if not missing:
+        return text
+    fixed.append(f"{where}: {describe_chars(missing)} removed (the ad's fonts cannot draw them)")
+    return without_undrawable(text)
+
+
 # ---------------------------------------------------------------- one draft, field by field
 
 @dataclass
@@ -258,6 +268,8 @@ def _check_scene(raw: Any, i: int, brief: Brief, brand: BrandKit, allowed: set[s
         if text is None:
             bad.append(f"{where}.{name}: must be a string")
             continue
+        if name == "onscreen_text":
+            text = _drawable(text, f"{where}.{name}", out.fixed)
         if len(text) > limit:
             fitted = fit_text(text, limit)
             out.fixed.append(f"{where}.{name}: {len(text)} characters fitted to {len(fitted)} (limit {limit})")
@@ -426,6 +438,8 @@ def check_refinement(data: Any, plan: Storyboard, brief: Brief, brand: BrandKit
             if text is None:
                 fixed.append(f"{scene.id}.{name}: not a string; the draft's kept")
                 continue
+            if name == "onscreen_text":
+                text = _drawable(text, f"{scene.id}.{name}", fixed)
             if len(text) > limit:
                 fitted = fit_text(text, limit)
                 fixed.append(f"{scene.id}.{name}: {len(text)} characters fitted to {len(fitted)} (limit {limit})")

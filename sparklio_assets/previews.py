@@ -1,0 +1,62 @@
+"""Small animated previews of each scene and of the whole ad: where people look (the Dagster UI,
+inline in the materialization's metadata) and beside the media in the store.
+
+Animated WebP rather than GIF: browsers play it from a `data:` URI like a GIF, it keeps the
+brand's colours (GIF has 256), and it is a fraction of the size, which matters because inline
+metadata is stored in the run's event log.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .files import atomic_path
+from .render import HEIGHT, WIDTH, SceneInput, frames_bgr
+
+PREVIEW_FPS = 8
+SCENE_WIDTH = WIDTH // 4  # 270 x 480
+AD_WIDTH = WIDTH // 6  # 180 x 320: the whole ad stays small enough to sit in the metadata
+QUALITY = 60
+
+
+def _save(frames: list[Image.Image], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, "WEBP", save_all=True, append_images=frames[1:], duration=1000 // PREVIEW_FPS,
+                       loop=0, quality=QUALITY, method=4)
+
+
+def _small(frames_rgb: Iterable[np.ndarray], width: int) -> list[Image.Image]:
+    size = (width, round(width * HEIGHT / WIDTH))
+    return [Image.fromarray(f).resize(size, Image.BILINEAR) for f in frames_rgb]
+
+
+def write_scene_preview(scene: SceneInput, path: Path) -> Image.Image:
+    """The scene as it will appear (copy and brand elements included, no crossfade), at
+    PREVIEW_FPS and quarter size; returns its first frame."""
+    step = max(1, scene.motion.fps // PREVIEW_FPS)
+    frames = _small((f[:, :, ::-1] for i, f in enumerate(frames_bgr([scene], crossfade=0)) if i % step == 0),
+                    SCENE_WIDTH)
+    _save(frames, path)
+    return frames[0]
+
+
+def write_ad_preview(scene_previews: list[Path], path: Path) -> None:
+    """The whole ad, scene after scene, from the scenes' own previews (no second render)."""
+    frames: list[Image.Image] = []
+    for preview in scene_previews:
+        with Image.open(preview) as animation:
+            for n in range(getattr(animation, "n_frames", 1)):
+                animation.seek(n)
+                frames.append(animation.convert("RGB"))
+    _save(_small((np.asarray(f) for f in frames), AD_WIDTH), path)
+
+
+def markdown(path: Path, caption: str) -> str:
+    """The preview inline (a data: URI the Dagster UI's markdown shows, animated) with a caption."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"![{caption}](data:image/webp;base64,{data})\n\n{caption}"
