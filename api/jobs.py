@@ -19,11 +19,11 @@ from resources.artifacts import ArtifactStore
 from resources.llm.router import storyboard_cost_usd
 from sparklio_assets import liveness
 from sparklio_assets import store_paths as layout
-from sparklio_assets.assets import GPU_WAIT_TAG
 from sparklio_assets.files import write_model
 from sparklio_assets.jobs import FINAL_VIDEO_JOB, JOB_TAG, stage_name
 from sparklio_assets.models import JOB_ID_PATTERN, JobSpec, Storyboard, VideoRecord
 from sparklio_assets.step_failures import step_failure_reason
+from sparklio_assets.tags import GPU_WAIT_TAG, REMAKE_TAG, UI
 
 from . import worker
 from .schemas import StatusResponse
@@ -58,7 +58,8 @@ def job_runs(instance: DagsterInstance, job_id: str) -> list[Run]:
     records = instance.get_run_records(RunsFilter(tags={JOB_TAG: job_id}), order_by="create_timestamp",
                                        ascending=True)
     runs = [Run(r.dagster_run.run_id, stage_name(r.dagster_run.job_name, r.dagster_run.tags), r.dagster_run.status,
-                r.create_timestamp, r.start_time, r.end_time, gpu_wait=r.dagster_run.tags.get(GPU_WAIT_TAG, ""))
+                r.create_timestamp, r.start_time, r.end_time, gpu_wait=r.dagster_run.tags.get(GPU_WAIT_TAG, ""),
+                daemon=r.dagster_run.tags.get(REMAKE_TAG) == UI)
             for r in records]
     latest = {run.stage: run for run in runs}
     for run in latest.values():  # status looks only at each stage's latest run

@@ -73,6 +73,7 @@ class Run:
     failed_step: str | None = None  # step key of the STEP_FAILURE (failed runs)
     failure: str | None = None  # why the run failed, as step_failures.step_failure_reason says
     gpu_wait: str = ""  # why a scene step waits for the GPU worker (jobs.GPU_WAIT_TAG), "" when it does not
+    daemon: bool = False  # launched from the Dagster UI (or its chain sensor): the daemon, not a worker, runs it
 
     @property
     def seconds(self) -> float | None:
@@ -213,7 +214,7 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
         error = failure_of(failed[0])
     elif [s for s in expected if states[s] == "canceled"]:
         value, step = "canceled", "canceled"
-    elif in_flight and (record is None or job.running):
+    elif in_flight and (record is None or job.running or any(r.daemon for r in in_flight)):
         value = "processing"
         waiting = next((r for r in in_flight if r.gpu_wait), None)
         step = "waiting_for_gpu_worker" if waiting else current_step(in_flight[-1])

@@ -10,6 +10,9 @@ finished run unlocks (the same rule the CLI and the API's worker follow):
     scene_job succeeded      → when every scene of the same chain has succeeded, final_video_job
                                (requested once: by the scene run that finished last)
 
+and, for a scene re-made from the Dagster UI (tagged `sparklio/remake=ui` by the asset itself),
+final_video_job for its job, so one launch in the UI ends in a new ad.
+
 Why a sensor over run-success events, not declarative automation or an asset sensor: the scene
 dimension is a static scene_001..scene_012 (partitions.py), and how many of those a job has is known
 only from its storyboard file. AutomationCondition.eager() on the multi-partitioned assets would ask
@@ -44,11 +47,14 @@ from sparklio_assets.jobs import (
     CARRIED_TAGS,
     CHAIN_ID_TAG,
     CHAIN_TAG,
+    FINAL_VIDEO_JOB,
     JOB_TAG,
+    REMAKE_TAG,
     SCENE_JOB,
     SCENE_TAG,
     STORYBOARD,
     STORYBOARD_JOB,
+    UI,
     next_stages,
 )
 
@@ -69,8 +75,25 @@ def _scenes_done_by(run: DagsterRun, chain_id: str, job_id: str, instance: Dagst
     return {r.dagster_run.tags.get(SCENE_TAG) for r in records if order[r.dagster_run.run_id] <= order[run.run_id]}
 
 
+def _reassembly(run: DagsterRun, instance: DagsterInstance, store: ArtifactStore) -> list[RunRequest]:
+    """A scene re-made from the Dagster UI (assets.SceneRemake tags it): the job's final video
+    again, once every scene of its storyboard has been made."""
+    job_id = run.tags[JOB_TAG]
+    if liveness.is_held(store.job_dir(job_id)):
+        return []  # a writer (the API's worker, a sparklio command) owns the job and assembles itself
+    scene_ids = [scene.id for scene in store_paths.read_storyboard(store, job_id).scenes]
+    made = {s for s in scene_ids if store_paths.motion_path(store, job_id, s).is_file()}
+    if made != set(scene_ids):
+        return []
+    return [RunRequest(job_name=FINAL_VIDEO_JOB, partition_key=job_id, run_key=f"remake:{run.run_id}",
+                       tags={JOB_TAG: job_id, REMAKE_TAG: UI})]
+
+
 def next_run_requests(run: DagsterRun, instance: DagsterInstance, store: ArtifactStore) -> list[RunRequest]:
-    """What `run` (just succeeded) unlocks by jobs.next_stages, for a chained job: nothing for anything else."""
+    """What `run` (just succeeded) unlocks by jobs.next_stages, for a chained job, and the
+    re-assembly after a scene re-made from the UI: nothing for anything else."""
+    if run.job_name == SCENE_JOB and run.tags.get(REMAKE_TAG) == UI and JOB_TAG in run.tags:
+        return _reassembly(run, instance, store)
     if run.tags.get(CHAIN_TAG) != AUTO or JOB_TAG not in run.tags:
         return []
     job_id = run.tags[JOB_TAG]
@@ -96,7 +119,8 @@ def build_chain_sensor(scene_job, final_video_job, minimum_interval_seconds: int
     @sensor(name="job_chain_sensor", jobs=[scene_job, final_video_job],
             minimum_interval_seconds=minimum_interval_seconds,
             default_status=DefaultSensorStatus.RUNNING,
-            description="Carries campaign jobs on: storyboard → each scene → final_video.")
+            description="Carries campaign jobs on (storyboard → each scene → final_video) and re-assembles "
+                        "the final video after a scene is re-made from the UI.")
     def job_chain_sensor(context: SensorEvaluationContext, store: ArtifactStore):
         instance = context.instance
         result = instance.fetch_run_status_changes(DagsterEventType.RUN_SUCCESS, limit=batch, cursor=context.cursor,

@@ -20,6 +20,7 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     Backoff,
+    Config,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -27,6 +28,7 @@ from dagster import (
     asset,
 )
 from PIL import Image
+from pydantic import Field, ValidationError
 
 from resources.artifacts import ArtifactStore
 from resources.comfyui import ComfyError, ComfyUIResource
@@ -35,7 +37,7 @@ from resources.ffmpeg import FFmpegError, FFmpegRunner
 from resources.llm import LLMRouter, summarize_calls
 from resources.tts import TTSResource
 
-from . import previews, segments
+from . import liveness, previews, segments
 from . import store_paths as layout
 from .comfy_engines import layer_path, make_key_image, make_motion_clip, missing_for, packshot_of, use_comfy
 from .comfy_engines import preflight as comfy_preflight
@@ -44,13 +46,24 @@ from .formats import MASTER, SIZES, file_tag, renditions_for
 from .image_engine import ENGINE as BUILTIN_IMAGE_ENGINE
 from .image_engine import render_key_image
 from .language import language_of
-from .models import FPS, AudioSummary, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard, VideoRecord
+from .models import (
+    FPS,
+    AudioSummary,
+    JobSpec,
+    KeyImageRecord,
+    MotionRecord,
+    Scene,
+    Storyboard,
+    VideoRecord,
+    describe_validation_error,
+)
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
 from .render import SceneInput, frames_i420
 from .renditions import band_top, relaid_inputs
 from .soundtrack import SoundtrackRecord
 from .soundtrack import build as build_soundtrack
+from .tags import GPU_WAIT_TAG, JOB_TAG, REMAKE_TAG, UI
 from .video_probe import VideoInvalid, verify
 
 # Spec 8.1: generation steps get 3 tries with exponential backoff.
@@ -120,26 +133,93 @@ def storyboard(context: AssetExecutionContext, store: ArtifactStore, llm: LLMRou
     })
 
 
+class SceneRemake(Config):
+    """What the launchpad offers when one scene is re-made from the Dagster UI (scene_job, one
+    (job, scene) cell). Empty fields keep what the scene has. Copy, prompt and motion changes are
+    written to the job's storyboard first (checked like the API's scene edits, under the job's
+    lease); the chain sensor then re-assembles the final video."""
+
+    onscreen_text: str | None = Field(default=None, description="new on-screen copy (at most 40 characters)")
+    narration: str | None = Field(default=None, description="new narration line")
+    image_prompt: str | None = Field(default=None, description="new English text-to-image prompt")
+    motion_style: str | None = Field(default=None, description="slow zoom-in | parallax movement | rotation + "
+                                                                 "glow effect | dynamic transitions | text animation")
+    seed: int | None = Field(default=None, description="another picture from ComfyUI: any whole number; empty "
+                                                        "keeps the scene's current one (the built-in engine draws "
+                                                        "a designed layout, which no seed changes)")
+
+    def changes(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump(exclude={"seed"}).items() if v is not None}
+
+
+def _from_the_ui(context: AssetExecutionContext, store: ArtifactStore, config: SceneRemake) -> None:
+    """A scene run launched from the Dagster UI gets the job's tag (so the API and the CLI see it)
+    and the remake tag (so the chain sensor re-assembles), and applies the launchpad's edits."""
+    keys = context.partition_key.keys_by_dimension
+    job_id, scene_id = keys["job"], keys["scene"]
+    if JOB_TAG not in context.run.tags:  # the CLI, the API's worker and the sensors tag their own runs
+        context.instance.add_run_tags(context.run.run_id, {JOB_TAG: job_id, REMAKE_TAG: UI})
+    if not config.changes():
+        return
+    with liveness.hold(store.job_dir(job_id), job_id, "dagster-ui", context.instance, store):
+        plan = layout.read_storyboard(store, job_id)
+        data = plan.model_dump()
+        index = [s.id for s in plan.scenes].index(scene_id) if scene_id in {s.id for s in plan.scenes} else None
+        if index is None:
+            return  # _scene_context names the missing scene
+        data["scenes"][index].update(config.changes())
+        try:
+            edited = Storyboard.model_validate(data)
+        except ValidationError as error:
+            raise Failure(description=f"{scene_id}: the launchpad's edit is refused: "
+                                      f"{describe_validation_error(error)}", allow_retries=False) from None
+        write_model(layout.storyboard_path(store, job_id), edited)
+    context.log.info(f"{scene_id}: storyboard edited from the launchpad: {', '.join(config.changes())}")
+
+
+def _key_seed(store: ArtifactStore, job_id: str, scene_id: str, seed: int | None) -> str:
+    """The key image's seed: the launchpad's, else the one the scene was last made with, else the
+    scene's own (the same inputs make the same picture)."""
+    own = f"{job_id}/{scene_id}"
+    if seed is not None:
+        return f"{own}/seed-{seed}"
+    previous = layout.key_image_record_path(store, job_id, scene_id)
+    if previous.is_file():
+        try:
+            return store.read(previous, KeyImageRecord).seed or own
+        except (ValueError, OSError):
+            return own
+    return own
+
+
 @asset(partitions_def=SCENES, deps=[storyboard], group_name="ad", pool=GPU_POOL, kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
-       description="The scene's 1080x1920 key image (built-in engine, or ComfyUI when configured).")
-def scene_key_image(context: AssetExecutionContext, store: ArtifactStore, comfy: ComfyUIResource) -> MaterializeResult:
+       description="The scene's 1080x1920 key image (built-in engine, or ComfyUI when configured). Launched "
+                   "from the UI, its config edits the scene's copy, prompt or motion, or asks for another seed.")
+def scene_key_image(context: AssetExecutionContext, config: SceneRemake, store: ArtifactStore,
+                    comfy: ComfyUIResource) -> MaterializeResult:
+    _from_the_ui(context, store, config)
     job, plan, scene_id = _scene_context(context, store)
     scene = plan.scene(scene_id)
+    seed = _key_seed(store, job.job_id, scene_id, config.seed)
     started = time.perf_counter()
     path = layout.key_image_path(store, job.job_id, scene_id)
     if use_comfy(job.quality, comfy):
-        record = _comfy_key_image(context, comfy, store, job, scene, path)
+        record = _comfy_key_image(context, comfy, store, job, scene, path, seed)
         with Image.open(path) as generated:
             image = generated.convert("RGB")
     else:
         if job.quality != "draft":
             context.log.info(f"{scene_id}: quality {job.quality} but no ComfyUI URL configured; built-in engine")
-        image = render_key_image(scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}")
+        if config.seed is not None:
+            context.log.info(f"{scene_id}: seed {config.seed} recorded; the built-in engine's designed layout does "
+                             "not depend on it (ComfyUI's pictures do)")
+        image = render_key_image(scene, job.brand_kit, job.brief.product, seed=seed)
         with atomic_path(path) as tmp:
             image.save(tmp, "PNG")
         record = KeyImageRecord(scene_id=scene_id, path=str(path), engine=BUILTIN_IMAGE_ENGINE,
                                 seconds=round(time.perf_counter() - started, 3), width=image.width, height=image.height)
+    record = record.model_copy(update={"seed": seed})
     write_model(layout.key_image_record_path(store, job.job_id, scene_id), record)
     context.log.info(f"{scene_id}: key image by {record.engine} in {record.seconds:.2f} s")
     return MaterializeResult(metadata={
@@ -153,7 +233,7 @@ def scene_key_image(context: AssetExecutionContext, store: ArtifactStore, comfy:
 
 
 def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, store: ArtifactStore, job: JobSpec,
-                     scene: Scene, path: Path) -> KeyImageRecord:
+                     scene: Scene, path: Path, seed: str) -> KeyImageRecord:
     """ComfyUI key image, after the job's worker preflight. An unready worker fails the step at
     once with the list of what is missing (or, with `key_image_fallback: builtin`, makes the
     built-in image and records why). The client itself waits for a down worker (spec 8.2), so
@@ -168,7 +248,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
             raise Failure(description=f"{scene_id}: {reason}", allow_retries=False)
         context.log.warning(f"{scene_id}: {reason}; built-in key image (key_image_fallback: builtin)")
         started = time.perf_counter()
-        image = render_key_image(scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}")
+        image = render_key_image(scene, job.brand_kit, job.brief.product, seed=seed)
         with atomic_path(path) as tmp:
             image.save(tmp, "PNG")
         layer_path(path).unlink(missing_ok=True)
@@ -182,7 +262,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
         first_record = store.read(first, KeyImageRecord)
         reference = Path(first_record.path) if first_record.engine.startswith("comfyui") else None
     try:
-        return make_key_image(comfy, scene, job.brand_kit, job.brief.product, seed=f"{job.job_id}/{scene_id}",
+        return make_key_image(comfy, scene, job.brand_kit, job.brief.product, seed=seed,
                               out_path=path, quality=job.quality, job_id=job.job_id, style_reference=reference,
                               product_image=packshot[0] if packshot else None,
                               product_mask=packshot[1] if packshot else None,
@@ -233,9 +313,6 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
     })
 
 
-GPU_WAIT_TAG = "sparklio/waiting_for_gpu_worker"  # run tag: why the step waits ("" once the worker is back)
-
-
 def _comfy_wait_hook(context: AssetExecutionContext, scene_id: str):
     """Tell the user (log, and the run's tag the status reads) that the step waits for the worker."""
     def hook(reason: str) -> None:
@@ -284,7 +361,8 @@ def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store:
         try:
             return make_motion_clip(comfy, scene, Path(kenburns.image_path),
                                     layout.clip_path(store, job.job_id, scene_id),
-                                    seed=f"{job.job_id}/{scene_id}/motion", quality=job.quality, job_id=job.job_id,
+                                    seed=f"{_key_seed(store, job.job_id, scene_id, None)}/motion",
+                                    quality=job.quality, job_id=job.job_id,
                                     log=context.log.info, on_wait=_comfy_wait_hook(context, scene_id))
         except ComfyError as error:
             reason = f"AnimateDiff failed: {type(error).__name__}: {error}"

@@ -28,6 +28,18 @@ from .assets import final_video, scene_key_image, scene_motion_clip, soundtrack,
 from .files import slug, write_model
 from .models import JobSpec
 from .partitions import JOBS, scene_key
+from .tags import (  # noqa: F401 (the run tags, re-exported: the job vocabulary in one import)
+    AUTO,
+    CAMPAIGN_TAG,
+    CARRIED_TAGS,
+    CHAIN_ID_TAG,
+    CHAIN_TAG,
+    JOB_TAG,
+    REMAKE_TAG,
+    ROW_TAG,
+    SCENE_TAG,
+    UI,
+)
 
 # ---------------------------------------------------------------- names
 
@@ -39,16 +51,6 @@ FINAL_VIDEO_JOB = "final_video_job"
 STORYBOARD = "storyboard"
 FINAL_VIDEO = "final_video"  # scenes are named by their scene id (scene_001 ...)
 
-# ---------------------------------------------------------------- tags
-
-JOB_TAG = "sparklio/job_id"  # every run of a job, whoever started it: how the API finds them
-CHAIN_TAG = "sparklio/chain"  # AUTO: the chain sensor carries the job on (campaigns, schedule)
-AUTO = "auto"
-CHAIN_ID_TAG = "sparklio/chain_id"  # the storyboard run that started this pass over the job
-CAMPAIGN_TAG = "sparklio/campaign"  # the campaign file a job came from
-ROW_TAG = "sparklio/campaign_row"  # its line in that file (informational: not part of the job's id)
-SCENE_TAG = "dagster/partition/scene"  # Dagster's own tag for the scene dimension of a scene run
-CARRIED_TAGS = (JOB_TAG, CHAIN_TAG, CAMPAIGN_TAG)  # passed on from a run to the runs that follow it
 
 # ---------------------------------------------------------------- the asset jobs
 

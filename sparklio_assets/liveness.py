@@ -41,8 +41,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-LEASE_TAG = "sparklio/lease"
-JOB_TAG = "sparklio/job_id"  # the same tag as pipeline.JOB_TAG (pipeline imports this module)
+from .tags import JOB_TAG, LEASE_TAG
+
 HEARTBEAT_S = 5.0
 STALE_S = 30.0  # a lease on another host whose heartbeat is older than this is dead
 REAP_EVERY_S = 10.0

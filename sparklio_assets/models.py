@@ -332,6 +332,7 @@ class KeyImageRecord(BaseModel):
     width: int
     height: int
     note: str = ""
+    seed: str = Field(default="", description="what decided the picture (the launchpad's seed gives another)")
 
 
 class MotionRecord(BaseModel):

@@ -386,8 +386,8 @@ def test_a_scene_step_waits_out_a_worker_restart(server, dagster_home):
     while the key image runs; the step waits, says why (log + run tag), and finishes."""
     import threading
 
-    from sparklio_assets.assets import GPU_WAIT_TAG
     from sparklio_assets.pipeline import JOB_TAG, create_job, make_storyboard, remake_scene
+    from sparklio_assets.tags import GPU_WAIT_TAG
 
     home, instance = dagster_home
     defs = _defs(_comfy(server.url, worker_wait_s=60, max_attempts=3), home)

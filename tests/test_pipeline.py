@@ -253,9 +253,10 @@ def test_definitions_validate():
 
 
 def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
-    """What a user does in the UI: launch scene_job for one (job, scene) cell, then final_video_job,
-    against `sparklio ui` (dagster dev: webserver + daemon, queued runs in subprocesses), started
-    with only the media folder: it finds the CLI's instance and jobs from that one setting."""
+    """What a user does in the UI: launch scene_job for one (job, scene) cell with new copy and a
+    new seed in the launchpad's config, against `sparklio ui` (dagster dev: webserver + daemon,
+    queued runs in subprocesses) started with only the media folder; the chain sensor then
+    re-assembles the final video by itself."""
     import time
 
     from dagster_graphql import DagsterGraphQLClient
@@ -273,19 +274,33 @@ def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
 
         key_image = job_dir / "scenes" / "scene_004" / "key.png"
         other = job_dir / "scenes" / "scene_001" / "key.png"
-        before = (key_image.stat().st_mtime_ns, other.stat().st_mtime_ns)
-        for job_name, tags in (
-            ("scene_job", {"dagster/partition": f"{JOB}|scene_004", "dagster/partition/job": JOB,
-                           "dagster/partition/scene": "scene_004"}),
-            ("final_video_job", {"dagster/partition": JOB}),
-        ):
-            run_id = client.submit_job_execution(job_name, repository_location_name="sparklio", tags=tags)
-            while (status := client.get_run_status(run_id).value) not in ("SUCCESS", "FAILURE", "CANCELED"):
-                assert time.monotonic() < deadline, f"{job_name} still {status}"
-                time.sleep(1)
-            assert status == "SUCCESS", f"{job_name} ended {status}"
+        record = job_dir / "final" / "video.json"
+        before = (key_image.stat().st_mtime_ns, other.stat().st_mtime_ns, record.stat().st_mtime_ns)
+        edit = {"onscreen_text": "새 카피: 10초 루틴", "seed": 7}
+        run_id = client.submit_job_execution(
+            "scene_job", repository_location_name="sparklio",
+            tags={"dagster/partition": f"{JOB}|scene_004", "dagster/partition/job": JOB,
+                  "dagster/partition/scene": "scene_004"},
+            run_config={"ops": {"scene_key_image": {"config": edit}}})
+        while (status := client.get_run_status(run_id).value) not in ("SUCCESS", "FAILURE", "CANCELED"):
+            assert time.monotonic() < deadline, f"scene_job still {status}"
+            time.sleep(1)
+        assert status == "SUCCESS", f"scene_job ended {status}"
+        plan = json.loads((job_dir / "storyboard.json").read_text())
+        assert plan["scenes"][3]["onscreen_text"] == edit["onscreen_text"], "the launchpad's copy is in the storyboard"
         assert key_image.stat().st_mtime_ns > before[0], "the chosen scene was re-made"
-        assert other.stat().st_mtime_ns == before[1], "the other scenes were not"
+        assert json.loads((job_dir / "scenes" / "scene_004" / "key.json").read_text())["seed"].endswith("/seed-7")
+        assert other.stat().st_mtime_ns == before[1], "the other scenes were not touched"
+        # No second launch: the chain sensor re-assembles, tagged with the job like every run of it.
+        os.environ["DAGSTER_HOME"] = str(home / "dagster")
+        with DagsterInstance.get() as instance:
+            assert instance.get_run_by_id(run_id).tags["sparklio/job_id"] == JOB
+            while not (finals := instance.get_runs(RunsFilter(job_name="final_video_job", tags={
+                    "sparklio/job_id": JOB, "sparklio/remake": "ui"}))) or not finals[0].is_finished:
+                assert time.monotonic() < deadline, "the re-assembly never ran"
+                time.sleep(1)
+            assert finals[0].is_success, finals[0].status
+        assert record.stat().st_mtime_ns > before[2], "a new final video was published"
         assert probe(job_dir / "final" / "ad.mp4").frames == 360
     finally:
         import signal
