@@ -26,7 +26,7 @@ from sparklio_assets.pipeline import ensure_dagster_home
 
 from . import docs, errors
 from .dependencies import Runtime, require_api_key
-from .routers import events, files, health, video
+from .routers import brands, events, files, health, video
 from .routers.health import package_version
 from .routers.responses import DISK_FULL, INVALID, UNAUTHORIZED
 from .schemas import Problem, ValidationProblem
@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
 
     # Added first = innermost: CORS wraps the body check, so its 413s and 422s carry CORS headers too.
-    app.add_middleware(errors.BodyCheck, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(errors.BodyCheck, max_body_bytes=settings.max_body_bytes,
+                       uploads=("/brands", settings.max_upload_bytes))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=["*"] if "*" in settings.cors_origins else list(settings.cors_origins),
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The key is part of the schema (and checked) only when the server has one.
     keyed = {"dependencies": [Depends(require_api_key)], "responses": {**UNAUTHORIZED}} if settings.api_key else {}
     app.include_router(health.router, responses={**DISK_FULL})
-    for area in (video.router, files.router, events.router):
+    for area in (video.router, files.router, events.router, brands.router):
         app.include_router(area, **{**keyed, "responses": {**keyed.get("responses", {}), **INVALID, **DISK_FULL}})
     docs.mount(app)
     app.openapi = _openapi(app)

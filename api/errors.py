@@ -10,8 +10,10 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparklio_assets.models import validation_problems
 
@@ -106,21 +108,29 @@ class BodyCheck:
     not UTF-8, repeats a key or nests absurdly deep gets 422 saying why. The body is read here
     (it is at most the limit) and handed on unchanged."""
 
-    def __init__(self, app, max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(self, app, max_body_bytes: int, uploads: tuple[str, int] | None = None) -> None:
+        """`uploads`: (path prefix, limit) for the routes that take files (POST /brands)."""
+        self.app, self.max_body_bytes, self.uploads = app, max_body_bytes, uploads
 
-    def _too_big(self, size: str) -> JSONResponse:
-        body = Problem(detail=f"request body is {size} bytes; the limit is {self.max_body_bytes}")
+    def _limit(self, scope) -> int:
+        if self.uploads and scope.get("path", "").startswith(self.uploads[0]):
+            return self.uploads[1]
+        return self.max_body_bytes
+
+    @staticmethod
+    def _too_big(size: str, limit: int) -> JSONResponse:
+        body = Problem(detail=f"request body is {size} bytes; the limit is {limit}")
         return JSONResponse(body.model_dump(), status_code=413)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         headers = dict(scope.get("headers") or ())
         length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            await self._too_big(str(int(length)))(scope, receive, send)
+        if length.isdigit() and int(length) > limit:
+            await self._too_big(str(int(length)), limit)(scope, receive, send)
             return
         chunks, received = [], 0
         while True:
@@ -129,8 +139,8 @@ class BodyCheck:
                 break
             chunks.append(message.get("body", b""))
             received += len(chunks[-1])
-            if received > self.max_body_bytes:
-                await self._too_big(f"over {self.max_body_bytes}")(scope, receive, send)
+            if received > limit:
+                await self._too_big(f"over {limit}", limit)(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -170,8 +180,17 @@ async def _internal(request: Request, error: Exception) -> JSONResponse:
                         status_code=500)
 
 
+async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+    """FastAPI's own 400 (a body it could not parse, such as broken multipart form data) is an
+    undecodable body like any other: 422 saying why. Every other HTTP error as FastAPI sends it."""
+    if error.status_code == 400:
+        return body_problem(f"the body could not be parsed: {error.detail}")
+    return await http_exception_handler(request, error)
+
+
 def install(app: FastAPI) -> None:
     """The exception handlers: validation → 422, full disk → 507, anything else → JSON 500."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _internal)

@@ -22,6 +22,7 @@ class Settings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = 20 * 1024 * 1024  # POST /brands: a kit with its logo, packshots and fonts
     public_url: str | None = None
     url_ttl_seconds: int = 24 * 3600
     events_interval_seconds: float = 1.0
@@ -38,6 +39,7 @@ class Settings:
             api_key=env.get("SPARKLIO_API_KEY") or None,
             cors_origins=origins,
             max_body_bytes=int(env.get("SPARKLIO_MAX_BODY_BYTES") or 64 * 1024),
+            max_upload_bytes=int(env.get("SPARKLIO_MAX_UPLOAD_BYTES") or 20 * 1024 * 1024),
             public_url=(env.get("SPARKLIO_PUBLIC_URL") or "").rstrip("/") or None,
             url_ttl_seconds=int(env.get("SPARKLIO_URL_TTL") or 24 * 3600),
             max_queued=int(env.get("SPARKLIO_MAX_QUEUED") or 8),

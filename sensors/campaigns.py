@@ -6,10 +6,13 @@
         retail.csv         one brief per row (header: the Brief fields; see CSV_COLUMNS)
         recurring/         briefs the nightly schedule makes again every night
 
-A brief is either the Brief itself (spec 3.1 fields) or {"brief": {...}, "brand": {...},
-"quality": "...", "engine_preference": "..."}. CSV rows have the Brief fields as columns
-(`channels` separated by ';', '|' or ','), and optionally quality, engine_preference and a brand
-kit (brand_name, brand_colors, logo_text, cta_default, tone_keywords).
+A brief is either the Brief itself (spec 3.1 fields) or {"brief": {...}, "brand": {...} or
+"brand_kit": "folder", "quality": "...", "engine_preference": "..."}. CSV rows have the Brief
+fields as columns (`channels` separated by ';', '|' or ','), and optionally quality,
+engine_preference and a brand: `brand_kit` (a brand folder with its brand.json, logo and
+packshots, or the JSON file itself, relative to the campaign file) or a text-only kit (brand_name,
+brand_colors, logo_text, cta_default, tone_keywords). A brief with neither gets the brand stored
+under its brand_id (POST /brands), if any.
 
 Exactly once: a brief's job id is derived from its file and content, not its row (job ids look like
 `spring-acme-cold-brew-3f9c1a7e0b`), so the same brief always names the same job wherever its row
@@ -48,15 +51,16 @@ from dagster import (
 from pydantic import ValidationError
 
 from resources.artifacts import ArtifactStore
+from sparklio_assets.brand_library import BRAND_FILE
 from sparklio_assets.files import slug
 from sparklio_assets.jobs import AUTO, CAMPAIGN_TAG, CHAIN_TAG, JOB_TAG, ROW_TAG, create_job, next_stages
-from sparklio_assets.models import Brief, JobSpec, describe_validation_error
+from sparklio_assets.models import BrandKit, Brief, JobSpec, describe_validation_error
 from sparklio_assets.partitions import JOBS
 
 SUFFIXES = (".json", ".jsonl", ".csv")
 SETTLE_SECONDS = 2.0  # a file younger than this may still be being written: read it next tick
 BRIEF_FIELDS = tuple(Brief.model_fields)
-CSV_COLUMNS = (*BRIEF_FIELDS, "quality", "engine_preference",
+CSV_COLUMNS = (*BRIEF_FIELDS, "quality", "engine_preference", "brand_kit",
                "brand_name", "brand_colors", "logo_text", "cta_default", "tone_keywords")
 LIST_SPLIT = re.compile(r"[;|,\s]+")
 
@@ -104,18 +108,35 @@ def job_id_for(file: str, spec: JobSpec, salt: str = "") -> str:
     return f"{stem}-{salt + '-' if salt else ''}{slug(spec.brief.product, limit=24, fallback='ad')}-{digest}"
 
 
-def _spec_from_entry(entry: object) -> JobSpec:
-    """A brief, or {"brief", "brand", "quality", "engine_preference"}: validated, job_id to come."""
+def _brand_kit(value: str, base: Path) -> dict:
+    """A brand folder (or its brand.json) named by a campaign row, read with its files."""
+    path = (base / value).resolve()
+    path = path / BRAND_FILE if path.is_dir() else path
+    try:
+        return BrandKit.from_file(path).model_dump()
+    except FileNotFoundError:
+        raise ValueError(f"brand_kit: {path} does not exist (paths are relative to the campaign file)") from None
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error, "brand")) from None
+    except ValueError as error:
+        raise ValueError(f"brand_kit: {path} is not a brand kit JSON ({error})") from None
+
+
+def _spec_from_entry(entry: object, base: Path) -> JobSpec:
+    """A brief, or {"brief", "brand" or "brand_kit", "quality", "engine_preference"}: validated,
+    job_id to come."""
     if not isinstance(entry, dict):
         raise ValueError(f"(row): must be a JSON object, got {type(entry).__name__}")
-    data = entry if "brief" in entry else {"brief": entry}
+    data = dict(entry) if "brief" in entry else {"brief": entry}
+    if isinstance(data.get("brand_kit"), str):
+        data["brand"] = _brand_kit(data.pop("brand_kit"), base)
     try:
         return JobSpec.model_validate({k: v for k, v in data.items() if k not in ("job_id", "created_at")})
     except ValidationError as error:
         raise ValueError(describe_validation_error(error)) from None
 
 
-def _spec_from_csv(row: dict[str, str | None]) -> JobSpec:
+def _spec_from_csv(row: dict[str, str | None], base: Path) -> JobSpec:
     if None in row or any(v is None for v in row.values()):
         raise ValueError("(row): has more or fewer cells than the header")
     row = {k.strip(): v.strip() for k, v in row.items()}
@@ -129,7 +150,9 @@ def _spec_from_csv(row: dict[str, str | None]) -> JobSpec:
     for key in ("quality", "engine_preference"):
         if row.get(key):
             data[key] = row[key]
-    if row.get("brand_colors"):
+    if row.get("brand_kit"):
+        data["brand"] = _brand_kit(row["brand_kit"], base)
+    elif row.get("brand_colors"):
         data["brand"] = {"brand_id": brief.get("brand_id", ""),
                          "name": row.get("brand_name") or brief.get("product", ""),
                          "colors": [c for c in LIST_SPLIT.split(row["brand_colors"]) if c],
@@ -160,7 +183,7 @@ def _entries(path: Path, text: str) -> Iterator[tuple[int, Callable[[], JobSpec]
                 entry = json.loads(text)
             except json.JSONDecodeError as error:
                 raise ValueError(f"(file): not valid JSON ({error})") from None
-            return _spec_from_entry(entry)
+            return _spec_from_entry(entry, path.parent)
         yield 1, whole
     elif suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), start=1):
@@ -173,7 +196,7 @@ def _entries(path: Path, text: str) -> Iterator[tuple[int, Callable[[], JobSpec]
                     entry = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"(row): not valid JSON ({error.msg} at column {error.colno})") from None
-                return _spec_from_entry(entry)
+                return _spec_from_entry(entry, path.parent)
             yield number, one
     elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -182,7 +205,7 @@ def _entries(path: Path, text: str) -> Iterator[tuple[int, Callable[[], JobSpec]
                 continue
             def row(record: dict = record) -> JobSpec:
                 _check_utf8(",".join(v for v in record.values() if isinstance(v, str)), "(row)")
-                return _spec_from_csv(record)
+                return _spec_from_csv(record, path.parent)
             yield reader.line_num, row
 
 

@@ -25,6 +25,7 @@ from resources.artifacts import ArtifactStore
 
 from . import store_paths
 from .assets import final_video, scene_key_image, scene_motion_clip, soundtrack, storyboard
+from .brand_library import load_brand
 from .files import slug, write_model
 from .models import JobSpec
 from .partitions import JOBS, scene_key
@@ -135,8 +136,11 @@ def create_job(spec: JobSpec, instance: DagsterInstance | None, store: ArtifactS
     """Write the job's request into the store and register its partition; returns the spec as
     created. A spec whose job_id was not given gets a readable one (readable_job_id). Idempotent
     for the same spec. Without an instance the partition is left to the caller: a sensor returns
-    it as a dynamic-partitions request, which the daemon applies before the sensor's runs."""
+    it as a dynamic-partitions request, which the daemon applies before the sensor's runs.
+    A spec without a brand kit gets the one stored under its brief's brand_id (POST /brands), if any."""
     spec = named(spec)
+    if spec.brand is None and (stored := load_brand(store_paths.brand_library(store), spec.brief.brand_id)):
+        spec = JobSpec.model_validate({**spec.model_dump(), "brand": stored.model_dump()})
     write_model(store_paths.job_path(store, spec.job_id), spec)
     if instance is not None and not instance.has_dynamic_partition(JOBS.name, spec.job_id):
         instance.add_dynamic_partitions(JOBS.name, [spec.job_id])

@@ -11,6 +11,11 @@ from .formats import file_tag
 from .models import JobSpec, Storyboard
 
 
+def brand_library(store: ArtifactStore) -> Path:
+    """Stored brand kits, one folder per brand id (brand_library.py)."""
+    return store.folder / "brands"
+
+
 def job_path(store: ArtifactStore, job_id: str) -> Path:
     return store.job_dir(job_id) / "job.json"
 

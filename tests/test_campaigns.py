@@ -272,3 +272,19 @@ def test_an_undecodable_line_skips_only_that_line(tmp_path):
     rows = read_campaign_file(csv_file, csv_file.name)
     assert rows[0].error.startswith("(row): not UTF-8 text (byte 0xe9") and rows[0].row == 2
     assert rows[1].spec.brief.product == "Acme Cold Brew"
+
+
+def test_a_row_may_name_a_brand_folder_with_its_logo_and_packshot(tmp_path):
+    """`brand_kit`: a brand folder (its brand.json, logo and packshot), relative to the campaign file."""
+    import shutil
+
+    shutil.copytree(DATA / "demo_kit", tmp_path / "brands" / "daily")
+    path = tmp_path / "retail.csv"
+    path.write_text("brand_id,product,target_audience,goal,duration,tone,channels,brand_kit\n"
+                    "d,Daily Eye Care Moisturizer,office workers,awareness,10,calm,instagram_reels,brands/daily\n"
+                    "d,Daily Eye Care Moisturizer,students,awareness,10,calm,instagram_reels,brands/nowhere\n")
+    good, missing = read_campaign_file(path, path.name)
+    assert good.error is None, good.error
+    assert good.spec.brand.logo == str(tmp_path / "brands" / "daily" / "logo.png")
+    assert [p.path for p in good.spec.brand.product_images] == [str(tmp_path / "brands" / "daily" / "product.png")]
+    assert missing.spec is None and missing.error.startswith("brand_kit: ") and "does not exist" in missing.error

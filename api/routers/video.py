@@ -54,7 +54,8 @@ def estimate(runtime: Runtime, plan: Storyboard) -> int:
              summary="Brief → storyboard (spec 4.1)")
 def make_storyboard(body: StoryboardRequest, runtime: RuntimeDep, links: LinksDep) -> StoryboardResponse:
     """Creates a job and materializes its `storyboard` asset (a Dagster run tagged with the job
-    id). The returned `storyboard_id` is the job id used by every other endpoint."""
+    id). The returned `storyboard_id` is the job id used by every other endpoint. Without a
+    `brand` in the request, the brand stored under `brand_id` (POST /brands) is used, if any."""
     spec = named(JobSpec(brief=body.brief(), brand=body.brand_kit(), quality="standard"))
     try:
         create_job(spec, runtime.instance, runtime.store)
