@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sparklio_assets.files import json_depth
 from sparklio_assets.models import validation_problems
 
 from .schemas import FieldError, Problem, ValidationProblem
@@ -52,19 +53,6 @@ def disk_full(error: Exception) -> bool:
     return getattr(error, "errno", None) in DISK_FULL or "No space left on device" in str(error)
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a parsed JSON value, iteratively (never a RecursionError)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
-
-
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     seen: dict[str, Any] = {}
     for key, value in pairs:
@@ -89,16 +77,14 @@ def check_json(body: bytes) -> str | None:
                 f"({error.reason}); send JSON encoded as UTF-8")
     if text.startswith("\ufeff"):
         return "body starts with a byte-order mark (BOM); send JSON encoded as UTF-8 without one"
+    if json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates)
+        json.loads(text, object_pairs_hook=_no_duplicates)
     except DuplicateKey as error:
         return f"duplicate JSON key {str(error)!r}: each field may appear once"
-    except RecursionError:
-        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     except ValueError:
         return None  # not JSON: FastAPI's 422 says where
-    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     return None
 
 

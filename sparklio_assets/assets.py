@@ -27,6 +27,7 @@ from dagster import (
     RetryPolicy,
     asset,
 )
+from dagster._core.errors import DagsterInvalidPropertyError  # not exported at the top level
 from PIL import Image
 from pydantic import Field, ValidationError
 
@@ -157,7 +158,11 @@ def _from_the_ui(context: AssetExecutionContext, store: ArtifactStore, config: S
     and the remake tag (so the chain sensor re-assembles), and applies the launchpad's edits."""
     keys = context.partition_key.keys_by_dimension
     job_id, scene_id = keys["job"], keys["scene"]
-    if JOB_TAG not in context.run.tags:  # the CLI, the API's worker and the sensors tag their own runs
+    try:
+        tags = context.run.tags
+    except DagsterInvalidPropertyError:  # invoked directly (tests): there is no run to tag
+        tags = {JOB_TAG: job_id}
+    if JOB_TAG not in tags:  # the CLI, the API's worker and the sensors tag their own runs
         context.instance.add_run_tags(context.run.run_id, {JOB_TAG: job_id, REMAKE_TAG: UI})
     if not config.changes():
         return

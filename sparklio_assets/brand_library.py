@@ -17,9 +17,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .files import json_depth
 from .models import BrandKit, validation_problems
 
 BRAND_FILE = "brand.json"
+MAX_DEPTH = 8  # a kit nests 3 deep
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a plain file or folder name
 
 
@@ -61,6 +63,8 @@ def load_brand(library: Path, brand_id: str) -> BrandKit | None:
 def save_brand(library: Path, kit_json: str, files: dict[str, bytes]) -> BrandKit:
     """Store an uploaded kit (its JSON and the files it names), replacing that brand's previous
     kit only once the new one is valid. Raises BrandError naming each problem."""
+    if json_depth(kit_json, MAX_DEPTH) > MAX_DEPTH:
+        raise BrandError([("kit", f"nested deeper than {MAX_DEPTH} levels")])
     try:
         kit = json.loads(kit_json)
     except ValueError as error:

@@ -41,3 +41,24 @@ def slug(text: str, limit: int = 40, fallback: str = "job") -> str:
     but a-z0-9 become one '-'. Text with no ASCII letters (a Korean product name) gives `fallback`."""
     name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
     return name or fallback
+
+
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth(text: str, limit: int) -> int:
+    """How deep the brackets of a JSON text nest (strings skipped; counting stops past `limit`).
+    Checked before json.loads on untrusted text, so a hostile body never drives the parser into a
+    RecursionError: on CPython 3.11 one can leave the interpreter's recursion count off, and a
+    later ast.parse in the same process then fails."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+        elif token in "]}":
+            depth -= 1
+    return deepest

@@ -116,3 +116,36 @@ def test_redoc_renders_offline(browser, server):
     assert not code, f"the page needs outside scripts, styles or data: {code}"
     assert not errors, errors
     page.close()
+
+
+def test_the_dagster_asset_graph_renders_and_is_captured(browser, tmp_path):
+    """`sparklio ui` (dagster dev) shows the ad's asset graph; the screenshot is kept for a person."""
+    import signal
+
+    from PIL import Image
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "SPARKLIO_HOME")}
+    proc = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", "ui", "--out", str(tmp_path / "home"),
+                             "--port", str(port)], env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{base}/server_info", 600, "sparklio ui", proc=proc)
+        page, refused, errors = offline_page(browser, base)
+        page.set_viewport_size({"width": 1600, "height": 1000})
+        page.goto(f"{base}/asset-groups/ad/lineage", wait_until="domcontentloaded")
+        for name in ("storyboard", "scene_key_image", "scene_motion_clip", "soundtrack", "final_video"):
+            page.get_by_text(name, exact=True).first.wait_for(timeout=120_000)
+        shot = tmp_path / "dagster_asset_graph.png"
+        page.screenshot(path=str(shot))
+        with Image.open(shot) as image:
+            assert image.size == (1600, 1000) and image.convert("L").getextrema()[1] > 0
+        assert not errors, errors
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
