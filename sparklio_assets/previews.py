@@ -12,6 +12,7 @@ import base64
 from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -27,20 +28,21 @@ QUALITY = 60
 def _save(frames: list[Image.Image], path: Path) -> None:
     with atomic_path(path) as tmp:
         frames[0].save(tmp, "WEBP", save_all=True, append_images=frames[1:], duration=1000 // PREVIEW_FPS,
-                       loop=0, quality=QUALITY, method=4)
+                       loop=0, quality=QUALITY, method=2)  # method 2: as small as 4 here, twice as fast
 
 
-def _small(frames_rgb: Iterable[np.ndarray], width: int) -> list[Image.Image]:
+def _small(frames_bgr_: Iterable[np.ndarray], width: int) -> list[Image.Image]:
+    """RGB pictures `width` wide (OpenCV's area averaging: many times faster than PIL's resize here)."""
     size = (width, round(width * HEIGHT / WIDTH))
-    return [Image.fromarray(f).resize(size, Image.BILINEAR) for f in frames_rgb]
+    return [Image.fromarray(cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+            for f in frames_bgr_]
 
 
 def write_scene_preview(scene: SceneInput, path: Path) -> Image.Image:
     """The scene as it will appear (copy and brand elements included, no crossfade), at
     PREVIEW_FPS and quarter size; returns its first frame."""
     step = max(1, scene.motion.fps // PREVIEW_FPS)
-    frames = _small((f[:, :, ::-1] for i, f in enumerate(frames_bgr([scene], crossfade=0)) if i % step == 0),
-                    SCENE_WIDTH)
+    frames = _small(frames_bgr([scene], crossfade=0, step=step), SCENE_WIDTH)
     _save(frames, path)
     return frames[0]
 
@@ -53,7 +55,7 @@ def write_ad_preview(scene_previews: list[Path], path: Path) -> None:
             for n in range(getattr(animation, "n_frames", 1)):
                 animation.seek(n)
                 frames.append(animation.convert("RGB"))
-    _save(_small((np.asarray(f) for f in frames), AD_WIDTH), path)
+    _save(_small((cv2.cvtColor(np.asarray(f), cv2.COLOR_RGB2BGR) for f in frames), AD_WIDTH), path)
 
 
 def markdown(path: Path, caption: str) -> str:

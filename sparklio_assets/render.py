@@ -231,14 +231,15 @@ class Timeline:
 
 
 def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, start: int = 0,
-                stop: int | None = None) -> Iterator[np.ndarray]:
-    """The ad's frames start..stop (default: all) in order, as I420 buffers (BT.601 limited range)
-    ready for the encoder's stdin. A frame depends only on its index, so a range is pixel for pixel
-    the same frames as in the whole (what segmented encoding relies on). Loads each scene when it
-    first appears and drops it once it is behind, so at most two scenes are held at a time."""
+                stop: int | None = None, step: int = 1) -> Iterator[np.ndarray]:
+    """The ad's frames start..stop (default: all; every `step`th) in order, as I420 buffers (BT.601
+    limited range) ready for the encoder's stdin. A frame depends only on its index, so a range is
+    pixel for pixel the same frames as in the whole (what segmented encoding relies on), and a
+    preview need not render the frames it skips. Loads each scene when it first appears and drops
+    it once it is behind, so at most two scenes are held at a time."""
     timeline = Timeline(scenes, crossfade)
     loaded: dict[int, _LoadedScene] = {}
-    for f in range(start, timeline.total if stop is None else stop):
+    for f in range(start, timeline.total if stop is None else stop, step):
         parts = timeline.at(f)
         for index in list(loaded):
             if index < parts[0][0]:
@@ -255,9 +256,9 @@ def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, sta
             yield cv2.addWeighted(a, wa, b, wb, 0)
 
 
-def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> Iterator[np.ndarray]:
+def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, step: int = 1) -> Iterator[np.ndarray]:
     """The same frames as BGR pictures, for previews, thumbnails and tests."""
-    for frame in frames_i420(scenes, crossfade):
+    for frame in frames_i420(scenes, crossfade, step=step):
         yield cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
 
 
