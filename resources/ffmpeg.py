@@ -13,6 +13,7 @@ generic "Conversion failed!" it ends with.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -103,6 +104,44 @@ class FFmpegRunner(ConfigurableResource):
         args = source + self.encoder_args(fps) + (self.audio_args() if audio is not None else [])
         self._run_with_retries(lambda tmp: self._pipe(args + ["-f", "mp4", str(tmp)], frames()), out_path, log,
                                check)
+
+    def encode_i420_parts(self, frames: Callable[[], Iterable[Buffer]], width: int, height: int, fps: int,
+                          out_paths: list[Path], cuts: list[int], log: Callable[[str], None] = lambda _: None,
+                          check: Callable[[Path, int], None] | None = None) -> None:
+        """Encode raw I420 frames as consecutive MP4 parts in one x264 pass: part k (k >= 1) starts
+        at frame cuts[k - 1], an IDR frame forced there, and FFmpeg's segment muxer cuts the stream
+        at those frames. Each part decodes alone and has the parameter sets of a part encoded by
+        itself (the same encoder settings), so parts join by stream copy either way; one pass
+        saves each part's encoder start and drain. `check(part, k)` runs on every part before any
+        replaces its out_path."""
+        first = out_paths[0]
+        first.parent.mkdir(parents=True, exist_ok=True)
+        work = first.with_name(f".{first.stem}.{os.getpid()}.parts")
+        source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+        split = ["-force_key_frames", "expr:" + "+".join(f"eq(n,{c})" for c in cuts), "-forced-idr", "1",
+                 "-f", "segment", "-segment_format", "mp4", "-segment_frames", ",".join(map(str, cuts)),
+                 "-reset_timestamps", "1", str(work / "part%04d.mp4")]
+        for n in range(1, self.max_attempts + 1):
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            try:
+                self._pipe(source + self.encoder_args(fps) + split, frames())
+                parts = sorted(work.glob("part*.mp4"))
+                for k, part in enumerate(parts[:len(out_paths)]):
+                    if check is not None:
+                        check(part, k)  # raises on a bad part: no retry, the same encoder would do the same
+                if len(parts) != len(out_paths):
+                    raise FFmpegError(f"the segment muxer wrote {len(parts)} parts, expected {len(out_paths)}")
+                for part, out in zip(parts, out_paths):
+                    os.replace(part, out)
+                return
+            except FFmpegError as error:
+                if n == self.max_attempts:
+                    raise
+                log(f"ffmpeg attempt {n}/{self.max_attempts} failed ({error}); retrying in {self.backoff_s * n:g} s")
+                time.sleep(self.backoff_s * n)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
 
     def run(self, args: list[str], out_path: Path, log: Callable[[str], None] = lambda _: None,
             check: Callable[[Path], None] | None = None) -> None:

@@ -53,6 +53,10 @@ class Encoder(Protocol):
                     out_path: Path, log: Callable[[str], None] = ..., audio: Path | None = None,
                     check: Callable[[Path], None] | None = None) -> None: ...
 
+    def encode_i420_parts(self, frames: Callable[[], Iterable[np.ndarray]], width: int, height: int, fps: int,
+                          out_paths: list[Path], cuts: list[int], log: Callable[[str], None] = ...,
+                          check: Callable[[Path, int], None] | None = None) -> None: ...
+
     def encode_audio(self, source: Path, out_path: Path, log: Callable[[str], None] = ...) -> None: ...
 
     def concat_copy(self, parts: list[Path], out_path: Path, audio: Path | None = None,
@@ -139,9 +143,10 @@ def _frames(scenes: list[SceneInput], crossfade: int, start: int, stop: int,
     return frames if size == master else reframe(frames, *size, top=top)
 
 
-# Segments encoded at once. One encode leaves the cores idle at its edges (ffmpeg's start, the
-# renderer's set-up, x264's lookahead filling and draining); a second one beside it fills those
-# gaps, which is what keeps the segmented assembly as fast as one single-pass encode (bench/segments.py).
+# Encodes at once. A run of consecutive segments to make (every segment, in a first assembly) is
+# one x264 pass cut into parts (FFmpegRunner.encode_i420_parts), so a first assembly costs what one
+# single-pass encode does; formats, and runs separated by reused segments, go two at a time,
+# which keeps both cores busy while one encoder starts or drains.
 ENCODE_WORKERS = 2
 
 
@@ -158,48 +163,70 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
     plan, digest = timeline.segments(), _Digests()
     master = sizes[MASTER]
 
-    def encode(path: Path, start: int, stop: int, inputs: list[SceneInput], size: tuple[int, int],
-               top: int | None) -> float:
-        began = time.perf_counter()
-        encoder.encode_i420(lambda: _frames(inputs, timeline.crossfade, start, stop, size, master, top),
-                            size[0], size[1], FPS, path, log=log,
-                            check=lambda p: check_segment(p, size[0], size[1], stop - start))
-        seconds = round(time.perf_counter() - began, 3)
-        _write_json(path.with_suffix(".json"), {"encode_seconds": seconds})
-        return seconds
+    def encode(paths: list[Path], spans: list[tuple[int, int]], inputs: list[SceneInput], size: tuple[int, int],
+               top: int | None) -> list[float]:
+        """Encode consecutive segments (one pass); their seconds, shared out by length."""
+        began, start, stop = time.perf_counter(), spans[0][0], spans[-1][1]
+        frames = lambda: _frames(inputs, timeline.crossfade, start, stop, size, master, top)
+        if len(paths) == 1:
+            encoder.encode_i420(frames, size[0], size[1], FPS, paths[0], log=log,
+                                check=lambda p: check_segment(p, size[0], size[1], stop - start))
+        else:
+            encoder.encode_i420_parts(frames, size[0], size[1], FPS, paths, [a - start for a, _ in spans[1:]],
+                                      log=log, check=lambda p, k: check_segment(p, size[0], size[1],
+                                                                                spans[k][1] - spans[k][0]))
+        seconds = time.perf_counter() - began
+        shares = [round(seconds * (b - a) / (stop - start), 3) for a, b in spans]
+        for path, share in zip(paths, shares):
+            _write_json(path.with_suffix(".json"), {"encode_seconds": share})
+        return shares
 
     records: list[SegmentRecord] = []
     parts: dict[str, list[Path]] = {}
-    pending: dict[int, Future] = {}  # index in records → its encode
+    pending: list[tuple[list[int], Future]] = []  # indices in records → their encode
     join_seconds = 0.0
     pool = ThreadPoolExecutor(ENCODE_WORKERS)
     try:
         aac = segment_dir / f"audio-{digest(audio)[:24]}.m4a" if audio is not None else None
         audio_done = pool.submit(encoder.encode_audio, audio, aac, log) if aac and not aac.is_file() else None
+        claimed: set[str] = set()  # files made by this assembly: two segments that show the same thing share one
         for fmt, size in sizes.items():
             fmt_scenes, top = (layouts or {}).get(fmt, (scenes, None))
+            run: list[int] = []  # consecutive segments of this format still to encode: one pass
+
+            def flush(run: list[int], fmt_scenes: list[SceneInput], size: tuple[int, int], top: int | None) -> None:
+                if run:
+                    future = pool.submit(encode, [segment_dir / records[i].file for i in run],
+                                         [(records[i].start, records[i].stop) for i in run], fmt_scenes, size, top)
+                    pending.append((list(run), future))
+                    run.clear()
+
             for index, segment in enumerate(plan):
                 start, stop, shown = segment
                 key = segment_key(fmt_scenes, timeline, segment, size, encoder, f"{context}|band={top}", digest)
                 path = segment_dir / f"{file_tag(fmt)}-{key[:24]}.mp4"
-                # Two segments that show the same thing share one file, encoded once.
-                reused = path.is_file() or any(path.name == records[i].file for i in pending)
+                reused = path.is_file() or path.name in claimed
                 seconds = 0.0
                 if path.is_file():
                     cost = path.with_suffix(".json")
                     seconds = json.loads(cost.read_text())["encode_seconds"] if cost.is_file() else 0.0
-                elif not reused:
-                    pending[len(records)] = pool.submit(encode, path, start, stop, fmt_scenes, size, top)
+                if reused:
+                    flush(run, fmt_scenes, size, top)
+                else:
+                    run.append(len(records))
+                    claimed.add(path.name)
                 parts.setdefault(fmt, []).append(path)
                 records.append(SegmentRecord(format=fmt, index=index, start=start, stop=stop, reused=reused,
                                              scenes=[scenes[i].motion.scene_id for i in shown], key=key,
                                              file=path.name, encode_seconds=seconds))
+            flush(run, fmt_scenes, size, top)
         if audio_done is not None:
             audio_done.result()
         for fmt in sizes:  # join each format once its segments are done, while later ones encode
-            for i, future in pending.items():
-                if records[i].format == fmt:
-                    records[i].encode_seconds = future.result()
+            for indices, future in pending:
+                if records[indices[0]].format == fmt:
+                    for i, share in zip(indices, future.result()):
+                        records[i].encode_seconds = share
             same_parameter_sets(parts[fmt])
             began = time.perf_counter()
             encoder.concat_copy(parts[fmt], outputs[fmt], audio=aac, log=log)
