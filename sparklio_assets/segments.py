@@ -4,9 +4,10 @@ joined without re-encoding, so re-making one scene re-encodes only the segments 
 Segment i runs from the start of the crossfade into scene i to the start of the crossfade out of
 it (render.Timeline.segments): every crossfade lies inside one segment, and a segment shows at
 most two scenes. Each segment is an MP4 made with exactly the product's encoder settings
-(FFmpegRunner.encoder_args), so all share one set of H.264 parameter sets; x264 starts every
-encode with an IDR frame and keeps GOPs closed (open-gop is off by default), so each segment
-decodes on its own and FFmpeg's concat demuxer joins them by stream copy (FFmpegRunner.concat_copy),
+(FFmpegRunner.encoder_args), so all share one set of H.264 parameter sets; every segment starts
+with an IDR frame (the first of an encode, or one forced where a pass of consecutive segments is
+cut: FFmpegRunner.encode_i420_parts) and GOPs stay closed (open-gop is off by default), so each
+segment decodes on its own and FFmpeg's concat demuxer joins them by stream copy (FFmpegRunner.concat_copy),
 with the soundtrack encoded to AAC once, beside the video segments, and copied into every format.
 
 A segment is kept under a name derived from a hash of everything that decides its pixels and its
