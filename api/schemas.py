@@ -93,13 +93,15 @@ ONSCREEN_FORMAT = "onscreen-text"
 
 
 def _onscreen(schema: dict[str, Any], *names: str) -> None:
+    """Mark these fields (every string option of an optional one) with ONSCREEN_FORMAT."""
+    props = schema.get("properties", {})
     for name in names:
-        for option in schema.get("properties", {}).get(name, {}).get("anyOf", None) or [
-                schema.get("properties", {}).get(name, {})]:
+        prop = props.get(name, {})
+        for option in prop.get("anyOf", [prop]):
             if option.get("type") == "string":
                 option["format"] = ONSCREEN_FORMAT
-                option["description"] = ((option.get("description", "") + "; ").lstrip("; ")
-                                         + "shown on screen: only characters the ad's fonts can draw (no emoji)")
+                option["description"] = "; ".join(filter(None, [
+                    option.get("description"), "shown on screen: only characters the ad's fonts can draw (no emoji)"]))
 
 
 def _strip_aware(schema: dict[str, Any]) -> None:
@@ -149,8 +151,8 @@ class BrandKitIn(BrandKit):
         if isinstance(data, dict):
             for name in FILE_FIELDS:
                 if data.get(name) not in (None, [], {}):
-                    raise ValueError(f"{name}: files are not taken over the API (they would be paths on the "
-                                     "server); give them in a brand kit file to `sparklio generate --brand`")
+                    raise ValueError(f"{name}: files are not taken in a JSON body (they would be paths on the "
+                                     "server); upload them with the kit to POST /brands, then name its brand_id")
         return data
 
 

@@ -168,11 +168,11 @@ def _from_the_ui(context: AssetExecutionContext, store: ArtifactStore, config: S
         return
     with liveness.hold(store.job_dir(job_id), job_id, "dagster-ui", context.instance, store):
         plan = layout.read_storyboard(store, job_id)
-        data = plan.model_dump()
-        index = [s.id for s in plan.scenes].index(scene_id) if scene_id in {s.id for s in plan.scenes} else None
-        if index is None:
+        ids = [s.id for s in plan.scenes]
+        if scene_id not in ids:
             return  # _scene_context names the missing scene
-        data["scenes"][index].update(config.changes())
+        data = plan.model_dump()
+        data["scenes"][ids.index(scene_id)].update(config.changes())
         try:
             edited = Storyboard.model_validate(data)
         except ValidationError as error:
@@ -454,7 +454,8 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
         thumbnail = _thumbnail(scenes)
         thumbnail.save(staging / thumb_path.name, "JPEG", quality=90)
         ad_preview = staging / layout.ad_preview_path(store, job_id).name
-        previews.write_ad_preview([Path(m.preview_path) for m in motions if m.preview_path], ad_preview)
+        previews.write_ad_preview([Path(m.preview_path) for m in motions if m.preview_path
+                                   and Path(m.preview_path).is_file()] or [staging / thumb_path.name], ad_preview)
         total = sum(s.frames for s in scenes)
         infos = {fmt: verify(staged[fmt], *sizes[fmt], total, FPS) for fmt in sizes}
         _verify_thumbnail(staging / thumb_path.name)

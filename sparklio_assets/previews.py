@@ -48,7 +48,8 @@ def write_scene_preview(scene: SceneInput, path: Path) -> Image.Image:
 
 
 def write_ad_preview(scene_previews: list[Path], path: Path) -> None:
-    """The whole ad, scene after scene, from the scenes' own previews (no second render)."""
+    """The whole ad, scene after scene, from the scenes' own previews (no second render; any
+    still picture, such as the thumbnail, counts as one frame)."""
     frames: list[Image.Image] = []
     for preview in scene_previews:
         with Image.open(preview) as animation:

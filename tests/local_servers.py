@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -31,3 +33,16 @@ def wait_until_up(url: str, timeout_s: float, what: str, proc: subprocess.Popen 
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else f"{what} exited"
         assert time.monotonic() < deadline, f"{what} did not come up"
         time.sleep(poll_s)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 120) -> None:
+    """Stop a server started with start_new_session=True and everything it started: SIGTERM to
+    its process group, SIGKILL after `grace_s` (generous: a loaded machine stops slowly)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)

@@ -9,10 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
-
-from api.app import create_app
 
 KIT_DIR = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data" / "demo_kit"
 KIT = json.loads((KIT_DIR / "brand.json").read_text(encoding="utf-8"))
@@ -22,21 +19,10 @@ BRIEF = {"brand_id": KIT["brand_id"], "product": "Daily Eye Care Moisturizer", "
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("brands_home")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("SPARKLIO_HOME", str(home))
-    patch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for name in ("SPARKLIO_API_KEY", "SPARKLIO_CORS_ORIGINS", "SPARKLIO_PUBLIC_URL", "SPARKLIO_MAX_UPLOAD_BYTES"):
-        patch.delenv(name, raising=False)
-    yield home
-    patch.undo()
+def home(api_home):  # tests/conftest.py
+    return api_home
 
 
-@pytest.fixture(scope="module")
-def client(home):
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
 
 
 def upload(client, kit: dict, files: dict[str, bytes]):

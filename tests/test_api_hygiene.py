@@ -21,21 +21,10 @@ JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hygiene_home")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("SPARKLIO_HOME", str(home))
-    patch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for name in ("SPARKLIO_API_KEY", "SPARKLIO_CORS_ORIGINS", "SPARKLIO_PUBLIC_URL", "SPARKLIO_MAX_BODY_BYTES"):
-        patch.delenv(name, raising=False)
-    yield home
-    patch.undo()
+def home(api_home):  # tests/conftest.py
+    return api_home
 
 
-@pytest.fixture(scope="module")
-def client(home):
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +65,7 @@ def field_error(response) -> tuple[str, str]:
      "control characters"),
     # A client cannot name files on the server: brand files come with a kit file to the CLI.
     ({"brand": {"brand_id": "b", "name": "B", "colors": ["#112233"], "logo": "/etc/passwd"}}, "brand",
-     "logo: files are not taken over the API"),
+     "logo: files are not taken in a JSON body"),
     # No packaged font draws emoji (and none installs from the registries): refused, saying why.
     ({"product": "수분크림 ✨"}, "product", "the ad's fonts cannot draw '✨' (U+2728): emoji"),
     ({"brand": {"brand_id": "b", "name": "B", "colors": ["#112233"], "cta_default": "지금 구매 👉"}},

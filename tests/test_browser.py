@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from local_servers import free_port, wait_until_up
+from local_servers import free_port, stop_group, wait_until_up
 from require_services import in_ci
 
 CHROMIUM_ENV = "SPARKLIO_CHROMIUM"
@@ -120,8 +120,6 @@ def test_redoc_renders_offline(browser, server):
 
 def test_the_dagster_asset_graph_renders_and_is_captured(browser, tmp_path):
     """`sparklio ui` (dagster dev) shows the ad's asset graph; the screenshot is kept for a person."""
-    import signal
-
     from PIL import Image
 
     port = free_port()
@@ -143,9 +141,4 @@ def test_the_dagster_asset_graph_renders_and_is_captured(browser, tmp_path):
             assert image.size == (1600, 1000) and image.convert("L").getextrema()[1] > 0
         assert not errors, errors
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+        stop_group(proc)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from local_servers import stop_group
 from require_services import fresh_database, postgres_admin_url, redis_url, unavailable  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +41,7 @@ def _start_worker(name: str, queue: str, env: dict, log: Path) -> subprocess.Pop
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_group(proc, grace_s=20)
     with contextlib.suppress(ProcessLookupError):  # the celery child may outlive its parent for a moment
         os.killpg(proc.pid, signal.SIGKILL)
 

@@ -15,7 +15,7 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 from PIL import Image
 
-from local_servers import free_port, wait_until_up
+from local_servers import free_port, stop_group, wait_until_up
 from sparklio_assets.models import Storyboard, VideoRecord
 from sparklio_assets.music import SAMPLE_RATE
 from sparklio_assets.overlay import SAFE_AREA
@@ -303,14 +303,7 @@ def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
         assert record.stat().st_mtime_ns > before[2], "a new final video was published"
         assert probe(job_dir / "final" / "ad.mp4").frames == 360
     finally:
-        import signal
-
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(120)  # generous: a loaded machine takes a while to stop five processes
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait(30)
+        stop_group(dev)  # dagster dev: webserver, daemon and their children
 
 
 def test_feed_channels_get_renditions_that_keep_the_safe_area(tmp_path):
