@@ -127,6 +127,16 @@ def test_a_worker_that_died_mid_run_fails_the_job_with_its_last_log_line():
     assert "worker process ended" in state.error.reason and "(worker log: Killed)" in state.error.reason
 
 
+def test_a_scene_remade_from_the_dagster_ui_is_processing_not_a_dead_worker():
+    """The daemon runs a UI re-make (tagged sparklio/remake=ui); no API worker holds the job."""
+    runs = [*whole_job(), run(SCENES[1], S.STARTED, 200, daemon=True)]
+    state = status(job(runs, request(), running=False, video_ready=True), now=at(205).timestamp())
+    assert (state.status, state.current_scene, state.error) == ("processing", SCENES[1], None)
+    undaemoned = [*whole_job(), run(SCENES[1], S.STARTED, 200)]
+    assert status(job(undaemoned, request(), running=False, video_ready=True), now=at(205).timestamp()).status \
+        == "failed", "the same run under a worker that is gone is a dead worker"
+
+
 def test_a_worker_that_exited_between_runs_fails_the_job():
     state = status(job([run(SCENES[0], S.SUCCESS, 5, 1)], request(), running=False), now=at(10).timestamp())
     assert state.status == "failed" and "exited before the video was finished" in state.error.reason
