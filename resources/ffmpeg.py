@@ -92,15 +92,18 @@ class FFmpegRunner(ConfigurableResource):
         """The soundtrack (any audio file) as AAC in an M4A, to be copied into MP4s by concat_copy."""
         self.run(["-i", str(source), "-map", "0:a:0", *self.aac_args(), "-f", "mp4"], out_path, log)
 
+    @staticmethod
+    def _raw_input(width: int, height: int, fps: int) -> list[str]:
+        """FFmpeg's first input: raw I420 frames on stdin."""
+        return ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+
     def encode_i420(self, frames: Callable[[], Iterable[Buffer]], width: int, height: int, fps: int,
                     out_path: Path, log: Callable[[str], None] = lambda _: None, audio: Path | None = None,
                     check: Callable[[Path], None] | None = None) -> None:
         """Encode raw I420 frames (bytes or contiguous arrays) to out_path (MP4), with `audio` (a
         file as long as the video) as its soundtrack. `frames` is called once per attempt; `check`
         (raising on a bad file) runs on the finished file before it replaces out_path."""
-        source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
-        if audio is not None:
-            source += ["-i", str(audio)]
+        source = self._raw_input(width, height, fps) + (["-i", str(audio)] if audio is not None else [])
         args = source + self.encoder_args(fps) + (self.audio_args() if audio is not None else [])
         self._run_with_retries(lambda tmp: self._pipe(args + ["-f", "mp4", str(tmp)], frames()), out_path, log,
                                check)
@@ -117,15 +120,15 @@ class FFmpegRunner(ConfigurableResource):
         first = out_paths[0]
         first.parent.mkdir(parents=True, exist_ok=True)
         work = first.with_name(f".{first.stem}.{os.getpid()}.parts")
-        source = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
         split = ["-force_key_frames", "expr:" + "+".join(f"eq(n,{c})" for c in cuts), "-forced-idr", "1",
                  "-f", "segment", "-segment_format", "mp4", "-segment_frames", ",".join(map(str, cuts)),
                  "-reset_timestamps", "1", str(work / "part%04d.mp4")]
-        for n in range(1, self.max_attempts + 1):
+
+        def once() -> None:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
             try:
-                self._pipe(source + self.encoder_args(fps) + split, frames())
+                self._pipe(self._raw_input(width, height, fps) + self.encoder_args(fps) + split, frames())
                 parts = sorted(work.glob("part*.mp4"))
                 for k, part in enumerate(parts[:len(out_paths)]):
                     if check is not None:
@@ -134,14 +137,10 @@ class FFmpegRunner(ConfigurableResource):
                     raise FFmpegError(f"the segment muxer wrote {len(parts)} parts, expected {len(out_paths)}")
                 for part, out in zip(parts, out_paths):
                     os.replace(part, out)
-                return
-            except FFmpegError as error:
-                if n == self.max_attempts:
-                    raise
-                log(f"ffmpeg attempt {n}/{self.max_attempts} failed ({error}); retrying in {self.backoff_s * n:g} s")
-                time.sleep(self.backoff_s * n)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+
+        self._retrying(once, log)
 
     def run(self, args: list[str], out_path: Path, log: Callable[[str], None] = lambda _: None,
             check: Callable[[Path], None] | None = None) -> None:
@@ -165,26 +164,35 @@ class FFmpegRunner(ConfigurableResource):
         finally:
             listing.unlink(missing_ok=True)
 
+    def _retrying(self, attempt: Callable[[], None], log: Callable[[str], None]) -> None:
+        """`attempt` up to max_attempts times while ffmpeg itself fails (FFmpegError), backing off
+        in between; any other error (a failed check) ends it at once."""
+        for n in range(1, self.max_attempts + 1):
+            try:
+                attempt()
+                return
+            except FFmpegError as error:
+                if n == self.max_attempts:
+                    raise
+                log(f"ffmpeg attempt {n}/{self.max_attempts} failed ({error}); retrying in {self.backoff_s * n:g} s")
+                time.sleep(self.backoff_s * n)
+
     def _run_with_retries(self, attempt: Callable[[Path], None], out_path: Path, log: Callable[[str], None],
                           check: Callable[[Path], None] | None = None) -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.part{out_path.suffix}")
-        for n in range(1, self.max_attempts + 1):
+
+        def once() -> None:
             try:
                 attempt(tmp)
                 if check is not None:
                     check(tmp)  # raises on a bad file: no retry, the same encoder would do the same
                 os.replace(tmp, out_path)
-                return
-            except FFmpegError as error:
-                tmp.unlink(missing_ok=True)
-                if n == self.max_attempts:
-                    raise
-                log(f"ffmpeg attempt {n}/{self.max_attempts} failed ({error}); retrying in {self.backoff_s * n:g} s")
-                time.sleep(self.backoff_s * n)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
+
+        self._retrying(once, log)
 
     def _pipe(self, args: list[str], frames: Iterable[Buffer] | None) -> None:
         cmd = [self.exe(), "-hide_banner", "-loglevel", "error", "-y", *(["-nostdin"] if frames is None else []), *args]

@@ -75,7 +75,7 @@ def _scenes_done_by(run: DagsterRun, chain_id: str, job_id: str, instance: Dagst
     return {r.dagster_run.tags.get(SCENE_TAG) for r in records if order[r.dagster_run.run_id] <= order[run.run_id]}
 
 
-def _reassembly(run: DagsterRun, instance: DagsterInstance, store: ArtifactStore) -> list[RunRequest]:
+def _reassembly(run: DagsterRun, store: ArtifactStore) -> list[RunRequest]:
     """A scene re-made from the Dagster UI (assets.SceneRemake tags it): the job's final video
     again, once every scene of its storyboard has been made."""
     job_id = run.tags[JOB_TAG]
@@ -93,7 +93,7 @@ def next_run_requests(run: DagsterRun, instance: DagsterInstance, store: Artifac
     """What `run` (just succeeded) unlocks by jobs.next_stages, for a chained job, and the
     re-assembly after a scene re-made from the UI: nothing for anything else."""
     if run.job_name == SCENE_JOB and run.tags.get(REMAKE_TAG) == UI and JOB_TAG in run.tags:
-        return _reassembly(run, instance, store)
+        return _reassembly(run, store)
     if run.tags.get(CHAIN_TAG) != AUTO or JOB_TAG not in run.tags:
         return []
     job_id = run.tags[JOB_TAG]

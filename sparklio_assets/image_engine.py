@@ -101,8 +101,8 @@ def _phone(screen: Image.Image, height: int) -> Image.Image:
     return out
 
 
-def product_sprite(shot: Packshot, box: Box, crop: bool = False) -> Image.Image:
-    """The packshot scaled to sit in the box (contained; larger for a crop)."""
+def product_sprite(shot: Packshot, box: Box) -> Image.Image:
+    """The packshot scaled to sit in the box (contained)."""
     if shot.screen:
         return _phone(shot.image, box.height)
     img = shot.image

@@ -40,6 +40,7 @@ from resources.artifacts import ArtifactStore
 
 from . import distributed, liveness, resume, store_paths
 from .assets import GPU_POOL
+from .files import atomic_path
 from .jobs import (
     FINAL_VIDEO,
     FINAL_VIDEO_JOB,
@@ -114,9 +115,9 @@ def _execute(defs: Definitions, stage: Stage, instance: DagsterInstance, job_id:
     if not result.success:
         failures = result.get_step_failure_events()
         log = store_paths.failure_log_path(store, job_id, stage.name, result.run_id)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(failure_report(failures) if failures else "the run failed before any step ran\n",
-                       encoding="utf-8")
+        with atomic_path(log) as tmp:
+            tmp.write_text(failure_report(failures) if failures else "the run failed before any step ran\n",
+                           encoding="utf-8")
         reason = describe_step_failures(failures) or "run failed"
         raise PipelineError(f"{stage.name} failed (run {result.run_id}): {reason}", log)
     return result.run_id, time.perf_counter() - started

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .files import atomic_path
-from .render import HEIGHT, WIDTH, SceneInput, frames_bgr
+from .render import HEIGHT, WIDTH, SceneInput, frames_i420
 
 PREVIEW_FPS = 8
 SCENE_WIDTH = WIDTH // 4  # 270 x 480
@@ -31,18 +31,18 @@ def _save(frames: list[Image.Image], path: Path) -> None:
                        loop=0, quality=QUALITY, method=2)  # method 2: as small as 4 here, twice as fast
 
 
-def _small(frames_bgr_: Iterable[np.ndarray], width: int) -> list[Image.Image]:
-    """RGB pictures `width` wide (OpenCV's area averaging: many times faster than PIL's resize here)."""
+def _small(frames_rgb: Iterable[np.ndarray], width: int) -> list[Image.Image]:
+    """Pictures `width` wide (OpenCV's area averaging: many times faster than PIL's resize here)."""
     size = (width, round(width * HEIGHT / WIDTH))
-    return [Image.fromarray(cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
-            for f in frames_bgr_]
+    return [Image.fromarray(cv2.resize(f, size, interpolation=cv2.INTER_AREA)) for f in frames_rgb]
 
 
 def write_scene_preview(scene: SceneInput, path: Path) -> Image.Image:
     """The scene as it will appear (copy and brand elements included, no crossfade), at
     PREVIEW_FPS and quarter size; returns its first frame."""
     step = max(1, scene.motion.fps // PREVIEW_FPS)
-    frames = _small(frames_bgr([scene], crossfade=0, step=step), SCENE_WIDTH)
+    frames = _small((cv2.cvtColor(f, cv2.COLOR_YUV2RGB_I420) for f in frames_i420([scene], crossfade=0, step=step)),
+                    SCENE_WIDTH)
     _save(frames, path)
     return frames[0]
 
@@ -56,7 +56,7 @@ def write_ad_preview(scene_previews: list[Path], path: Path) -> None:
             for n in range(getattr(animation, "n_frames", 1)):
                 animation.seek(n)
                 frames.append(animation.convert("RGB"))
-    _save(_small((cv2.cvtColor(np.asarray(f), cv2.COLOR_RGB2BGR) for f in frames), AD_WIDTH), path)
+    _save(_small((np.asarray(f) for f in frames), AD_WIDTH), path)
 
 
 def markdown(path: Path, caption: str) -> str:

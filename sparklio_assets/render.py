@@ -256,9 +256,9 @@ def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, sta
             yield cv2.addWeighted(a, wa, b, wb, 0)
 
 
-def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, step: int = 1) -> Iterator[np.ndarray]:
-    """The same frames as BGR pictures, for previews, thumbnails and tests."""
-    for frame in frames_i420(scenes, crossfade, step=step):
+def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> Iterator[np.ndarray]:
+    """The same frames as BGR pictures (OpenCV's order), for tests."""
+    for frame in frames_i420(scenes, crossfade):
         yield cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
 
 

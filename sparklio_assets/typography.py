@@ -66,12 +66,18 @@ def hangul_glyphs(path: str) -> int:
     return sum(1 for cp in HANGUL_SYLLABLES if cp in covered)
 
 
-def undrawable(text: str, brand_font: str | None = None) -> list[str]:
-    """The characters of `text` that neither the packaged font nor the brand font has a glyph
-    for (emoji and their joiners and variation selectors, mostly), each once: they would draw as
-    empty boxes. No colour emoji font installs from the package registries without a download at
-    run time, so such copy is refused (user input) or loses those characters (model-written copy)."""
-    covered = cmap(str(font_path())) | cmap(str(latin_font_path())) | (cmap(brand_font) if brand_font else frozenset())
+@lru_cache(maxsize=1)
+def _packaged_cover() -> frozenset[int]:
+    """What the packaged fonts draw together (read once: every on-screen field checks it)."""
+    return cmap(str(font_path())) | cmap(str(latin_font_path()))
+
+
+def undrawable(text: str) -> list[str]:
+    """The characters of `text` that no packaged font has a glyph for (emoji and their joiners and
+    variation selectors, mostly), each once: they would draw as empty boxes. No colour emoji font
+    installs from the package registries without a download at run time, so such copy is refused
+    (user input) or loses those characters (model-written copy)."""
+    covered = _packaged_cover()
     return list(dict.fromkeys(c for c in text if not (c.isspace() or ord(c) in covered)))
 
 
