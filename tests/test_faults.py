@@ -9,11 +9,13 @@ Deadlines are generous (a loaded machine is slow); what is asserted is behaviour
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -114,6 +116,25 @@ def start(home_and_started, *args: str, env: dict[str, str] | None = None) -> su
 def kill(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
+
+
+def stop_outside_sqlite(pgid: int, dagster_home: Path) -> None:
+    """SIGSTOP a worker's process group, but never inside a SQLite write: a writer stopped while it
+    holds a database lock would block everyone who reads the instance (this test included) for
+    as long as it stays stopped. Stop, try a shared lock on every database of the instance, and
+    let the worker run a moment longer while any is locked."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        os.killpg(pgid, signal.SIGSTOP)
+        try:
+            for db in dagster_home.rglob("*.db"):
+                with contextlib.closing(sqlite3.connect(db, timeout=0.2)) as connection:
+                    connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return
+        except sqlite3.OperationalError:  # "database is locked": the writer is inside a transaction
+            os.killpg(pgid, signal.SIGCONT)
+            assert time.monotonic() < deadline, "the worker never left its SQLite transactions"
+            time.sleep(0.02)
 
 
 def wait_until(condition, what: str, process: subprocess.Popen | None = None, poll_s: float = 0.05):
@@ -329,7 +350,7 @@ def test_api_worker_killed_then_canceled_mid_scene_then_another_job_completes(ho
         assert client.post("/video/generate", json={"storyboard_id": job_a, "quality": "draft"}).status_code == 202
         wait_until(lambda: running_stage(instance, job_a, second), f"A: {second} holds the gpu slot")
         worker_a = worker.read_record(dir_a).pid
-        os.killpg(worker_a, signal.SIGSTOP)  # A stays put, holding the slot, until it is killed
+        stop_outside_sqlite(worker_a, root / "dagster")  # A stays put, holding the slot, until it is killed
         (victim,) = [r for r in job_runs(instance, job_a) if r.run_id in gpu_slots(instance)[0]]
         assert client.post("/video/generate", json={"storyboard_id": job_b, "quality": "draft"}).status_code == 202
         wait_until(lambda: any(stage_of(r).startswith("scene_") and r.run_id in gpu_slots(instance)[1] - gpu_slots(
@@ -356,7 +377,7 @@ def test_api_worker_killed_then_canceled_mid_scene_then_another_job_completes(ho
         assert client.post("/video/generate", json={"storyboard_id": job_a, "quality": "draft"}).status_code == 202
         victim = wait_until(lambda: next((r for r in job_runs(instance, job_a) if r.run_id in gpu_slots(instance)[0]),
                                          None), "A holds the gpu slot again")
-        os.killpg(worker.read_record(dir_a).pid, signal.SIGSTOP)  # cancel it there, mid-scene
+        stop_outside_sqlite(worker.read_record(dir_a).pid, root / "dagster")  # cancel it there, mid-scene
         (victim,) = [r for r in job_runs(instance, job_a) if r.run_id in gpu_slots(instance)[0]]
         canceled = client.post(f"/video/cancel/{job_a}")
         assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
