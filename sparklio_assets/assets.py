@@ -61,7 +61,7 @@ from .models import (
 from .overlay import HEIGHT, WIDTH, render_overlay
 from .partitions import JOBS, SCENES, SCENES_TO_JOB
 from .render import SceneInput, frames_i420
-from .renditions import band_top, relaid_inputs
+from .renditions import relaid_inputs
 from .soundtrack import SoundtrackRecord
 from .soundtrack import build as build_soundtrack
 from .tags import GPU_WAIT_TAG, JOB_TAG, REMAKE_TAG, UI
@@ -439,14 +439,10 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     finals = {MASTER: video_path, **{fmt: layout.rendition_path(store, job_id, fmt) for fmt in sizes if fmt != MASTER}}
     staged = {fmt: staging / path.name for fmt, path in finals.items()}
     segment_dir = segments.folder(store.job_dir(job_id))
-    # 4:5 and 1:1 get their own layout (renditions.py); 16:9 is reframed from the master.
-    layouts = {}
-    for fmt in sizes:
-        if fmt != MASTER:
-            relaid = relaid_inputs(job, plan, scenes, [k.engine for k in keys], fmt,
-                                   store.job_dir(job_id) / "renditions" / file_tag(fmt))
-            if relaid:
-                layouts[fmt] = (relaid, band_top(fmt))
+    # Every rendition gets its own layout (renditions.py).
+    layouts = {fmt: relaid_inputs(job, plan, scenes, [k.engine for k in keys], fmt,
+                                  store.job_dir(job_id) / "renditions" / file_tag(fmt))
+               for fmt in sizes if fmt != MASTER}
     try:
         assembly = segments.assemble(scenes, sizes, staged, segment_dir, ffmpeg, audio,
                                      context=job.brand_kit.model_dump_json(), log=context.log.warning,

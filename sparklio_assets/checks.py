@@ -11,13 +11,20 @@
     text_contrast   text readability (spec 7.2), every block on its own: its ink inside the safe area
                     and the frame, and its glyphs against the pixels around them at WCAG ≥ 4.5:1
                     measured in the frame (no share of blocks may fail)
-    product_present the brand's packshot found (SIFT features + RANSAC homography) in every scene
-                    that composes it
+    product_present the brand's packshot found in every scene that composes it: SIFT features +
+                    RANSAC homography, or (for a built-in scene, whose placement is known) the
+                    packshot's own pixels correlating where the layout and the motion put them
+                    (flat artwork has too few features for SIFT alone)
     soundtrack      an AAC track as long as the video, at -14 ±1 LUFS with true peak ≤ -0.5 dBTP
                     (the mix's -1 dBTP plus the encoder's overshoot), decoded from the MP4
 
 Frames are sampled once per scene, at 60% of its length (copy fully faded in, away from the
-crossfades), and scaled to the 1080x1920 design grid so a wrong-sized video is still measured.
+crossfades), and scaled to the format's design grid so a wrong-sized video is still measured.
+
+Every rendition the brief's channels ask for (4:5, 1:1, 16:9) is held to the same checks with its
+own layout (duration, size, frame rate, palette, logo, text, product); the bitrate and the
+soundtrack are the master's. A check passes only when it passes in every format; its summary is
+the master's, followed by any rendition that fails, and its details list each rendition's own.
 
 One step evaluates all nine (the video is decoded once) and yields one AssetCheckResult each, with
 the measurements as metadata, so a failing check shows in the Dagster UI with its numbers. The same
@@ -43,6 +50,7 @@ from dagster import (
     MetadataValue,
     multi_asset_check,
 )
+from PIL import Image
 
 from resources.artifacts import ArtifactStore
 
@@ -51,9 +59,12 @@ from .brand_assets import load_packshot
 from .colour_roles import contrast, hex_rgb
 from .composition import layout_scene, shows_product
 from .files import atomic_path
-from .geometry import HEIGHT, SAFE_AREA, SAFE_CENTER_X, WIDTH, Box
+from .formats import renditions_for
+from .geometry import MASTER, SAFE_AREAS, SIZES, Box, frame_box
+from .image_engine import product_placement
 from .language import language_of
-from .models import FPS, FRAME, BrandKit, JobSpec, Scene, Storyboard
+from .models import FPS, FRAME, BrandKit, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard
+from .motion import affine, pose
 from .overlay import render_overlay
 from .partitions import JOBS
 from .soundtrack import SAMPLE_RATE, TARGET_LUFS, loudness, read_audio, true_peak_dbtp
@@ -66,6 +77,8 @@ LOGO_MIN_SCORE = 0.6  # normalised cross-correlation of the logo pill template
 WCAG_AA = 4.5
 PRIMARY_MIN_COVERAGE = 0.01  # the primary colour fills ≥ 1% of the sampled pixels: visibly used
 PRODUCT_MIN_INLIERS = 10
+PRODUCT_MIN_CORRELATION = 0.8  # the placed packshot's own pixels (masked normalised cross-correlation)
+PRODUCT_SEARCH_PX = 16  # how far from where it was placed the packshot is looked for (encoder, rounding)
 SAMPLE_AT = 0.6
 LOUDNESS_TOLERANCE_LU = 1.0
 PEAK_MAX_DBTP = -0.5
@@ -74,7 +87,7 @@ AUDIO_LENGTH_TOLERANCE_S = 0.05  # AAC frames are 21 ms
 # name → (description, severity of a failure)
 CHECKS: dict[str, tuple[str, AssetCheckSeverity]] = {
     "duration": ("Duration within one frame of the storyboard's duration.", AssetCheckSeverity.ERROR),
-    "resolution": ("1080x1920 (9:16).", AssetCheckSeverity.ERROR),
+    "resolution": ("1080x1920 (9:16); each rendition its format's size.", AssetCheckSeverity.ERROR),
     "fps": (f"{FPS} frames per second.", AssetCheckSeverity.ERROR),
     "bitrate": ("Video bitrate 5-10 Mbps.", AssetCheckSeverity.ERROR),
     "brand_palette": ("The brand colours appear in sampled frames within ±5%, the primary on ≥ 1% of the pixels "
@@ -113,8 +126,8 @@ def scene_sample_frames(plan: Storyboard) -> dict[str, int]:
     return out
 
 
-def decode_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
-    """RGB frames at the given indices, scaled to the 1080x1920 design grid."""
+def decode_frames(path: Path, indices: set[int], size: tuple[int, int] = SIZES[MASTER]) -> dict[int, np.ndarray]:
+    """RGB frames at the given indices, scaled to the format's design grid (`size`)."""
     frames: dict[int, np.ndarray] = {}
     if not indices:
         return frames
@@ -125,8 +138,8 @@ def decode_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
         for i, frame in enumerate(container.decode(stream)):
             if i in indices:
                 rgb = frame.to_ndarray(format="rgb24")
-                if rgb.shape[:2] != (HEIGHT, WIDTH):
-                    rgb = cv2.resize(rgb, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+                if rgb.shape[:2] != (size[1], size[0]):
+                    rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
                 frames[i] = rgb
             if i >= last:
                 break
@@ -149,38 +162,39 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
-def logo_template(scene: Scene, brand: BrandKit, product: str, language: str) -> tuple[np.ndarray, Box] | None:
+def logo_template(scene: Scene, brand: BrandKit, product: str, language: str,
+                  fmt: str = MASTER) -> tuple[np.ndarray, Box] | None:
     """The logo (the brand's image, or its wordmark pill) exactly as the overlay draws it for this
     scene, laid over the scene's background colour, and its box."""
     only_logo = [e for e in scene.brand_elements if e in ("logo_bottom_right", "logo")][:1]
     if not only_logo:
         return None
     bare = scene.model_copy(update={"onscreen_text": "", "brand_elements": only_logo})
-    layer, placed = render_overlay(bare, brand, product, language)
+    layer, placed = render_overlay(bare, brand, product, language, fmt=fmt)
     box = placed.logo_box
     if box is None:
         return None
-    ground = np.array(layout_scene(scene, brand).scheme.background, np.float32)
+    ground = np.array(layout_scene(scene, brand, fmt).scheme.background, np.float32)
     crop = np.asarray(layer.crop((box.left, box.top, box.right, box.bottom)), np.float32)
     alpha = crop[:, :, 3:4] / 255.0
     rgb = crop[:, :, :3] * alpha + ground * (1 - alpha)
     return _gray(rgb.astype(np.uint8)), box
 
 
-def logo_in_place(found: Box, elements: list[str]) -> bool:
-    """Inside the safe area (a few pixels of slack for the match); for logo_bottom_right, also
-    centred in its bottom-right quarter (a long logo may reach left of the middle)."""
-    slack = 6
-    inside = SAFE_AREA.contains(Box(found.left + slack, found.top + slack, found.right - slack, found.bottom - slack))
+def logo_in_place(found: Box, elements: list[str], fmt: str = MASTER) -> bool:
+    """Inside the format's safe area (a few pixels of slack for the match); for logo_bottom_right,
+    also centred in its bottom-right quarter (a long logo may reach left of the middle)."""
+    slack, safe = 6, SAFE_AREAS[fmt]
+    inside = safe.contains(Box(found.left + slack, found.top + slack, found.right - slack, found.bottom - slack))
     if "logo_bottom_right" not in elements:
         return inside
     cx, cy = (found.left + found.right) / 2, (found.top + found.bottom) / 2
-    return inside and cx >= SAFE_CENTER_X and cy >= SAFE_AREA.top + (SAFE_AREA.bottom - SAFE_AREA.top) * 3 / 4
+    return inside and cx >= safe.center[0] and cy >= safe.top + safe.height * 3 / 4
 
 
 def find_logo(frame: np.ndarray, template: np.ndarray) -> tuple[float, Box]:
     """Best match of the template in the frame (at half size, for speed): score and where."""
-    small = cv2.resize(_gray(frame), (WIDTH // 2, HEIGHT // 2), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(_gray(frame), (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
     th, tw = template.shape
     tmpl = cv2.resize(template, (max(1, tw // 2), max(1, th // 2)), interpolation=cv2.INTER_AREA)
     scores = cv2.matchTemplate(small, tmpl, cv2.TM_CCOEFF_NORMED)
@@ -262,28 +276,104 @@ def product_match(frame: np.ndarray, packshot_rgba: np.ndarray) -> int:
     return int(inliers.sum()) if inliers is not None else 0
 
 
+def placed_product_correlation(frame: np.ndarray, scene: Scene, brand: BrandKit, fmt: str, style: str,
+                               local: int) -> float:
+    """How well the frame's pixels match the packshot where a built-in scene put it: the sprite is
+    placed as the key-image engine places it (image_engine.product_placement), moved by the scene's
+    Ken Burns pose at this frame, and correlated (masked, normalised) within a few pixels of there.
+    About 1.0 when the packshot is on screen as composed; near 0 when something else is."""
+    placed = product_placement(scene, brand, fmt)
+    if placed is None:
+        return 0.0
+    sprite, box = placed
+    width, height = SIZES[fmt]
+    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    x, y = box.left + (box.width - sprite.width) // 2, box.bottom - sprite.height
+    visible = sprite.crop((max(0, -x), max(0, -y), min(sprite.width, width - x), min(sprite.height, height - y)))
+    canvas.alpha_composite(visible, (max(0, x), max(0, y)))
+    m = affine(pose(style, local / max(1, scene.frames - 1), scene.frames / FPS), width, height)
+    moved = cv2.warpAffine(np.asarray(canvas), m, (width, height), flags=cv2.INTER_LINEAR)
+    mask = moved[:, :, 3] > 200
+    if mask.sum() < 400:
+        return 0.0
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    pad = PRODUCT_SEARCH_PX
+    region = frame[max(0, y0 - pad):min(height, y1 + pad), max(0, x0 - pad):min(width, x1 + pad)]
+    template = np.ascontiguousarray(moved[y0:y1, x0:x1, :3])
+    scores = cv2.matchTemplate(_gray(region), _gray(template), cv2.TM_CCOEFF_NORMED,
+                               mask=mask[y0:y1, x0:x1].astype(np.uint8))
+    return round(float(np.nan_to_num(scores, nan=-1.0, posinf=-1.0, neginf=-1.0).max()), 3)
+
+
 # ---------------------------------------------------------------- the checks
 
 
+@dataclass
+class _Made:
+    """What the checks compare a job's videos with: the request, the storyboard and each scene's
+    records (which engine made its picture, how it moves)."""
+
+    job: JobSpec
+    plan: Storyboard
+    samples: dict[str, int]  # scene id → the frame index sampled for it
+    motions: dict[str, MotionRecord]
+    engines: dict[str, str]  # scene id → key-image engine
+
+    @property
+    def language(self) -> str:
+        return language_of(self.job.brief)
+
+
 def inspect_video(store: ArtifactStore, job_id: str) -> list[CheckOutcome]:
-    """All nine checks for one job's current final video."""
+    """All nine checks for one job's current final video and its renditions."""
     job: JobSpec = layout.read_job(store, job_id)
     plan: Storyboard = layout.read_storyboard(store, job_id)
-    path = layout.video_path(store, job_id)
-    info = probe(path)
-    samples = scene_sample_frames(plan)
-    frames = decode_frames(path, set(samples.values()))
+    motions, engines = {}, {}
+    for scene in plan.scenes:
+        if layout.motion_path(store, job_id, scene.id).is_file():
+            motions[scene.id] = store.read(layout.motion_path(store, job_id, scene.id), MotionRecord)
+        if layout.key_image_record_path(store, job_id, scene.id).is_file():
+            engines[scene.id] = store.read(layout.key_image_record_path(store, job_id, scene.id), KeyImageRecord).engine
+    made = _Made(job, plan, scene_sample_frames(plan), motions, engines)
+    paths = {MASTER: layout.video_path(store, job_id),
+             **{fmt: layout.rendition_path(store, job_id, fmt) for fmt in renditions_for(job.brief.channels)}}
+    infos = {fmt: probe(path) if path.is_file() else None for fmt, path in paths.items()}
+    frames = {fmt: decode_frames(path, set(made.samples.values()), SIZES[fmt]) if infos[fmt] else {}
+              for fmt, path in paths.items()}
+
+    def each(name: str, measure) -> CheckOutcome:
+        return _in_every_format(name, {fmt: _missing(name, fmt) if infos[fmt] is None else measure(fmt)
+                                       for fmt in paths})
+
     return [
-        _duration(info, plan),
-        _resolution(info),
-        _fps(info),
-        _bitrate(info),
-        _palette(frames, job.brand_kit),
-        _logo(frames, samples, plan, job),
-        _text(frames, samples, plan, job),
-        _product(frames, samples, plan, job),
-        _soundtrack(path, info),
+        each("duration", lambda fmt: _duration(infos[fmt], plan)),
+        each("resolution", lambda fmt: _resolution(infos[fmt], fmt)),
+        each("fps", lambda fmt: _fps(infos[fmt])),
+        _bitrate(infos[MASTER]),
+        each("brand_palette", lambda fmt: _palette(frames[fmt], job.brand_kit)),
+        each("logo_placement", lambda fmt: _logo(frames[fmt], made, fmt)),
+        each("text_contrast", lambda fmt: _text(frames[fmt], made, fmt)),
+        each("product_present", lambda fmt: _product(frames[fmt], made, fmt)),
+        _soundtrack(paths[MASTER], infos[MASTER]),
     ]
+
+
+def _missing(name: str, fmt: str) -> CheckOutcome:
+    return CheckOutcome(name, False, f"the {fmt} video is missing", {})
+
+
+def _in_every_format(name: str, outcomes: dict[str, CheckOutcome]) -> CheckOutcome:
+    """One outcome from the master's and each rendition's: passed in all; the master's summary and
+    details, then each failing rendition's summary, and every rendition's own under `renditions`."""
+    master, others = outcomes[MASTER], {fmt: o for fmt, o in outcomes.items() if fmt != MASTER}
+    failing = [fmt for fmt, o in others.items() if not o.passed]
+    summary = master.summary + "".join(f"; {fmt}: {others[fmt].summary}" for fmt in failing)
+    if others and not failing:
+        summary += f" (renditions {', '.join(others)} pass too)"
+    details = {**master.details, **({"renditions": {fmt: {"passed": o.passed, "summary": o.summary, **o.details}
+                                                    for fmt, o in others.items()}} if others else {})}
+    return CheckOutcome(name, all(o.passed for o in outcomes.values()), summary, details)
 
 
 def _duration(info: VideoInfo, plan: Storyboard) -> CheckOutcome:
@@ -295,9 +385,10 @@ def _duration(info: VideoInfo, plan: Storyboard) -> CheckOutcome:
                          "frames": info.frames, "storyboard_frames": sum(s.frames for s in plan.scenes)})
 
 
-def _resolution(info: VideoInfo) -> CheckOutcome:
-    ok = (info.width, info.height) == (WIDTH, HEIGHT)
-    return CheckOutcome("resolution", ok, f"{info.width}x{info.height} (want {WIDTH}x{HEIGHT})",
+def _resolution(info: VideoInfo, fmt: str) -> CheckOutcome:
+    width, height = SIZES[fmt]
+    ok = (info.width, info.height) == (width, height)
+    return CheckOutcome("resolution", ok, f"{info.width}x{info.height} (want {width}x{height})",
                         {"width": info.width, "height": info.height})
 
 
@@ -306,7 +397,9 @@ def _fps(info: VideoInfo) -> CheckOutcome:
     return CheckOutcome("fps", ok, f"{info.fps:g} fps (want {FPS})", {"fps": info.fps})
 
 
-def _bitrate(info: VideoInfo) -> CheckOutcome:
+def _bitrate(info: VideoInfo | None) -> CheckOutcome:
+    if info is None:
+        return _missing("bitrate", MASTER)
     low, high = BITRATE_RANGE
     ok = low <= info.bit_rate <= high
     return CheckOutcome("bitrate", ok, f"{info.bit_rate / 1e6:.2f} Mbps (want {low / 1e6:g}-{high / 1e6:g})",
@@ -331,22 +424,22 @@ def _palette(frames: dict[int, np.ndarray], brand: BrandKit) -> CheckOutcome:
                          "tolerance": PALETTE_TOLERANCE, "frames_sampled": len(frames)})
 
 
-def _logo(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboard, job: JobSpec) -> CheckOutcome:
-    language = language_of(job.brief)
+def _logo(frames: dict[int, np.ndarray], made: _Made, fmt: str) -> CheckOutcome:
+    job = made.job
     scenes, problems = {}, []
-    for scene in plan.scenes:
-        made = logo_template(scene, job.brand_kit, job.brief.product, language)
-        if made is None:
+    for scene in made.plan.scenes:
+        template_box = logo_template(scene, job.brand_kit, job.brief.product, made.language, fmt)
+        if template_box is None:
             continue
-        template, designed = made
+        template, designed = template_box
         where = "bottom_right" if "logo_bottom_right" in scene.brand_elements else "safe_area"
-        frame = frames.get(samples[scene.id])
+        frame = frames.get(made.samples[scene.id])
         if frame is None:
             scenes[scene.id] = {"expected": where, "found": False, "reason": "frame missing from the video"}
-            problems.append(f"{scene.id}: frame {samples[scene.id]} is missing from the video")
+            problems.append(f"{scene.id}: frame {made.samples[scene.id]} is missing from the video")
             continue
         score, found = find_logo(frame, template)
-        inside = logo_in_place(found, scene.brand_elements)
+        inside = logo_in_place(found, scene.brand_elements, fmt)
         scenes[scene.id] = {"expected": where, "score": round(score, 3), "found_at": [found.left, found.top],
                             "designed_at": [designed.left, designed.top], "in_region": inside}
         if score < LOGO_MIN_SCORE:
@@ -358,16 +451,16 @@ def _logo(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboa
     return CheckOutcome("logo_placement", ok, summary, {"scenes": scenes, "min_score": LOGO_MIN_SCORE})
 
 
-def _text(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboard, job: JobSpec) -> CheckOutcome:
-    language = language_of(job.brief)
+def _text(frames: dict[int, np.ndarray], made: _Made, fmt: str) -> CheckOutcome:
+    job, safe, whole = made.job, SAFE_AREAS[fmt], frame_box(fmt)
     blocks, problems = [], []
-    frame_box = Box(0, 0, WIDTH, HEIGHT)
-    for scene in plan.scenes:
-        frame = frames.get(samples[scene.id])
-        _, placed = render_overlay(scene, job.brand_kit, job.brief.product, language)  # ink sits alike either way
+    for scene in made.plan.scenes:
+        frame = frames.get(made.samples[scene.id])
+        # Where the ink sits does not depend on the picture under it (only the plates do).
+        _, placed = render_overlay(scene, job.brand_kit, job.brief.product, made.language, fmt=fmt)
         for block in placed.blocks:
             ratio = block_contrast(frame, block) if frame is not None else 1.0
-            inside = SAFE_AREA.contains(block.ink) and frame_box.contains(block.ink)
+            inside = safe.contains(block.ink) and whole.contains(block.ink)
             blocks.append({"scene": scene.id, "kind": block.kind, "text": block.text[:40], "ratio": ratio,
                            "ink": [block.ink.left, block.ink.top, block.ink.right, block.ink.bottom],
                            "inside_safe_area": inside, "shortened": block.shortened})
@@ -383,27 +476,35 @@ def _text(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboa
     return CheckOutcome("text_contrast", ok, summary, {"blocks": blocks, "min_ratio": WCAG_AA})
 
 
-def _product(frames: dict[int, np.ndarray], samples: dict[str, int], plan: Storyboard, job: JobSpec) -> CheckOutcome:
-    brand = job.brand_kit
-    showing = [s for s in plan.scenes if shows_product(s, brand)]
+def _product(frames: dict[int, np.ndarray], made: _Made, fmt: str) -> CheckOutcome:
+    brand = made.job.brand_kit
+    showing = [s for s in made.plan.scenes if shows_product(s, brand)]
     if not showing:
         return CheckOutcome("product_present", True, "no scene shows a packshot (the brand kit has no product_images)",
                             {"scenes": {}})
     scenes, problems = {}, []
-    for index, scene in enumerate(plan.scenes):
+    for index, scene in enumerate(made.plan.scenes):
         if scene not in showing:
             continue
         item = brand.product_images[index % len(brand.product_images)]
         shot = load_packshot(item.path, item.kind)
-        frame = frames.get(samples[scene.id])
+        frame = frames.get(made.samples[scene.id])
         inliers = product_match(frame, np.asarray(shot.image)) if frame is not None else 0
-        scenes[scene.id] = {"inliers": inliers}
-        if inliers < PRODUCT_MIN_INLIERS:
-            problems.append(f"{scene.id}: packshot not found ({inliers} matching features < {PRODUCT_MIN_INLIERS})")
-    summary = "; ".join(problems) if problems else (
-        f"packshot found in {len(scenes)} scene(s) (≥ {min(v['inliers'] for v in scenes.values())} matching features)")
+        motion = made.motions.get(scene.id)
+        correlation = None
+        if (frame is not None and made.engines.get(scene.id) == "builtin" and motion is not None
+                and not motion.clip_path):
+            local = made.samples[scene.id] - sum(s.frames for s in made.plan.scenes[:index])
+            correlation = placed_product_correlation(frame, scene, brand, fmt, motion.motion_style, local)
+        scenes[scene.id] = {"inliers": inliers, "correlation": correlation}
+        if inliers < PRODUCT_MIN_INLIERS and (correlation or 0.0) < PRODUCT_MIN_CORRELATION:
+            problems.append(f"{scene.id}: packshot not found ({inliers} matching features < {PRODUCT_MIN_INLIERS}"
+                            + (f", correlation {correlation:.2f} < {PRODUCT_MIN_CORRELATION} where it was placed)"
+                               if correlation is not None else ")"))
+    summary = "; ".join(problems) or f"packshot found in {len(scenes)} scene(s)"
     return CheckOutcome("product_present", not problems and bool(frames), summary,
-                        {"scenes": scenes, "min_inliers": PRODUCT_MIN_INLIERS})
+                        {"scenes": scenes, "min_inliers": PRODUCT_MIN_INLIERS,
+                         "min_correlation": PRODUCT_MIN_CORRELATION})
 
 
 # ---------------------------------------------------------------- the report for the API

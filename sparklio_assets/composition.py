@@ -84,8 +84,6 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
             product = Box(half + int(20 * u), s.top + int(40 * u), s.right, s.bottom - int(20 * u))
         else:
             text_col = s
-        if act == "hook" and has_product:
-            product = Box(half, s.top - int(40 * u), width + int(160 * u), height + int(60 * u))
     else:
         text_col = s
     if wants_logo:
@@ -101,6 +99,9 @@ def layout_scene(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> SceneLayou
         align = "left"
         if landscape:
             copy = Box(text_col.left, top, text_col.right, text_col.bottom - int(140 * u))
+            if has_product:  # strides in past the right edge, clear of a bottom-right logo
+                above_logo = logo.top if logo is not None and logo.top > s.center[1] else s.bottom
+                product = Box(half + int(60 * u), top, width + int(200 * u), above_logo - int(20 * u))
         else:
             copy = Box(s.left, top, s.right - int(40 * u), s.top + int(560 * u))
             if has_product:  # cropped by the left frame edge, under the headline, clear of the logo

@@ -1,6 +1,6 @@
 """Output formats per channel. Every ad is made 9:16 (the master, 1080x1920); a channel that
-shows another shape gets a rendition of the same frames (render.reframe), so one storyboard and
-one set of scenes serve every placement.
+shows another shape gets a rendition with its own layout of the same scenes (renditions.py), so
+one storyboard and one set of scenes serve every placement.
 
 Feed placements: Instagram feed 4:5 (portrait feed, the largest area it shows); Facebook feed
 1:1 (what both its desktop and mobile feeds show uncropped); YouTube 16:9.

@@ -135,6 +135,34 @@ def _paste_clipped(img: Image.Image, sprite: Image.Image, x: int, y: int) -> Non
         img.alpha_composite(sprite.crop((left, top, right, bottom)), (max(0, x), max(0, y)))
 
 
+def product_placement(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> tuple[Image.Image, Box] | None:
+    """The packshot sprite this scene composes and the box it sits in (bottom-centred; the box may
+    reach past the frame: a crop), or None when the scene shows no product. The product check reads
+    the same placement to know what size and where to look."""
+    lay = layout_scene(scene, brand, fmt)
+    if lay.product is None or not brand.product_images:
+        return None
+    size = SIZES[fmt]
+    index = (int(scene.id[-3:]) - 1) % len(brand.product_images) if scene.id[-3:].isdigit() else 0
+    item = brand.product_images[index]
+    shot = load_packshot(item.path, item.kind)
+    box = lay.product
+    if lay.act == "hook" and not shot.screen and size[1] >= size[0]:  # partly shown: cut by the frame's edge
+        # (a landscape layout's hook box already reaches past the edge)
+        if shot.image.width > 1.2 * shot.image.height and size[1] > size[0]:
+            # A wide product (a shoe) strides in from the right, between the headline and the logo.
+            u = size[0] / 1080
+            top = (lay.copy.bottom if lay.copy else box.top) + int(40 * u)
+            below = lay.logo.top if lay.logo is not None and lay.logo.top > top else lay.safe.bottom
+            bottom = below - int(30 * u)
+            box = Box(int(size[0] * 0.36), top, int(size[0] * 1.22), bottom)
+        else:
+            grow = 1.35
+            box = Box(box.left - int(box.width * (grow - 1) / 2), box.top,
+                      box.right + int(box.width * (grow - 1) / 2), box.bottom + int(box.height * (grow - 1)))
+    return product_sprite(shot, box), box
+
+
 def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt: str = MASTER) -> Image.Image:
     """The key image for one scene (RGB, the format's size: 1080x1920 for the master).
     Same inputs, same picture."""
@@ -145,22 +173,8 @@ def render_key_image(scene: Scene, brand: BrandKit, product: str, seed: str, fmt
     # a gentle gradient that stays within ±5% of the background colour
     img = _gradient(size, mix(sch.background, WHITE, 0.03), mix(sch.background, sch.shade, 0.4))
     img = _shapes(img, lay, rng)
-    if lay.product is not None and brand.product_images:
-        index = (int(scene.id[-3:]) - 1) % len(brand.product_images) if scene.id[-3:].isdigit() else 0
-        item = brand.product_images[index]
-        shot = load_packshot(item.path, item.kind)
-        box = lay.product
-        if lay.act == "hook" and not shot.screen:  # partly shown: cut by the frame's edge
-            if shot.image.width > 1.2 * shot.image.height and size[1] > size[0]:
-                # A wide product (a shoe) strides in from the right, between the headline and the logo.
-                u = size[0] / 1080
-                top = (lay.copy.bottom if lay.copy else box.top) + int(40 * u)
-                below = lay.logo.top if lay.logo is not None and lay.logo.top > top else lay.safe.bottom
-                bottom = below - int(30 * u)
-                box = Box(int(size[0] * 0.36), top, int(size[0] * 1.22), bottom)
-            else:
-                grow = 1.35
-                box = Box(box.left - int(box.width * (grow - 1) / 2), box.top,
-                          box.right + int(box.width * (grow - 1) / 2), box.bottom + int(box.height * (grow - 1)))
-        img, _ = place_product(img, product_sprite(shot, box), box, sch.background)
+    placed = product_placement(scene, brand, fmt)
+    if placed is not None:
+        sprite, box = placed
+        img, _ = place_product(img, sprite, box, sch.background)
     return img.convert("RGB")

@@ -1,4 +1,5 @@
-"""The frame renderer: scenes in, a stream of finished 1080x1920 frames out.
+"""The frame renderer: scenes in, a stream of finished frames out (1080x1920 for the master; any
+even size for a rendition laid out on its own, renditions.py).
 
 Frames are produced one at a time and handed straight to the encoder, so memory stays flat
 whatever the ad's length (never a whole video in memory). Everything is composited in the
@@ -23,22 +24,25 @@ import av  # PyAV: decodes generated clips without a second ffmpeg process
 import cv2
 import numpy as np
 
+from .geometry import HEIGHT, WIDTH, Box
 from .models import MotionRecord
 from .motion import affine, ease, pose
-from .overlay import HEIGHT, SAFE_AREA, WIDTH
 
 CROSSFADE_FRAMES = 12  # 0.5 s at 24 fps
 TEXT_FADE_FRAMES = 8
-CW, CH = WIDTH // 2, HEIGHT // 2  # chroma plane size
+FILL_DIM = 0.55  # the soft fill beside a fitted picture keeps 55% of its light
 
 
 @dataclass
 class SceneInput:
-    """What the renderer needs of one scene: its length, how it moves, and its overlay layer."""
+    """What the renderer needs of one scene: its length, how it moves, and its overlay layer (the
+    frame's size). `picture_box`: where the whole picture (or clip) goes when it is not to cover
+    the frame, over a soft fill made from itself (a 9:16 picture in a 16:9 frame)."""
 
     frames: int
     motion: MotionRecord
     overlay_path: Path
+    picture_box: Box | None = None
 
 
 def cover(img: np.ndarray, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
@@ -53,8 +57,25 @@ def cover(img: np.ndarray, width: int = WIDTH, height: int = HEIGHT) -> np.ndarr
     return np.ascontiguousarray(resized[y:y + height, x:x + width])
 
 
+def place_picture(img: np.ndarray, width: int, height: int, box: Box | None = None) -> np.ndarray:
+    """The picture as a width x height frame: covering it, or (with `box`) whole inside the box
+    over a blurred, dimmed fill made from itself, so a picture of another shape keeps all it shows."""
+    if box is None:
+        return cover(img, width, height)
+    small = cover(img, max(2, width // 8), max(2, height // 8))
+    fill = cv2.GaussianBlur(small, (0, 0), 3)
+    fill = cv2.convertScaleAbs(fill, alpha=FILL_DIM)
+    out = cv2.resize(fill, (width, height), interpolation=cv2.INTER_LINEAR)
+    h, w = img.shape[:2]
+    scale = min(box.width / w, box.height / h)
+    pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
+    x, y = box.left + (box.width - pw) // 2, box.top + (box.height - ph) // 2
+    out[y:y + ph, x:x + pw] = cv2.resize(img, (pw, ph), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    return out
+
+
 def to_i420(bgr: np.ndarray) -> np.ndarray:
-    """A 1080x1920 BGR picture as one I420 buffer (HEIGHT*3/2 rows of WIDTH bytes)."""
+    """An even-sized BGR picture as one I420 buffer (height*3/2 rows of width bytes)."""
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
 
 
@@ -98,6 +119,7 @@ class _Overlay:
     u: np.ndarray
     v: np.ndarray
     alpha_half: np.ndarray  # float32 0..1, chroma resolution
+    size: tuple[int, int]  # the whole layer's (= the frame's) width, height
 
     @classmethod
     def load(cls, path: Path) -> _Overlay | None:
@@ -108,7 +130,7 @@ class _Overlay:
         if w == 0:
             return None
         y0, x0 = y // 2 * 2, x // 2 * 2
-        y1, x1 = min(HEIGHT, (y + h + 1) // 2 * 2), min(WIDTH, (x + w + 1) // 2 * 2)
+        y1, x1 = min(rgba.shape[0], (y + h + 1) // 2 * 2), min(rgba.shape[1], (x + w + 1) // 2 * 2)
         box = rgba[y0:y1, x0:x1]
         alpha = box[:, :, 3].astype(np.float32) / 255
         bgr = np.ascontiguousarray(box[:, :, :3])
@@ -121,11 +143,11 @@ class _Overlay:
         safe = np.maximum(alpha_half, 1e-6)
         u = np.clip(_half(full_u.astype(np.float32) * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
         v = np.clip(_half(full_v.astype(np.float32) * alpha) / safe + 0.5, 0, 255).astype(np.uint8)
-        return cls(y0, y1, x0, x1, luma.copy(), alpha, u, v, alpha_half)
+        return cls(y0, y1, x0, x1, luma.copy(), alpha, u, v, alpha_half, (rgba.shape[1], rgba.shape[0]))
 
     def apply(self, frame: np.ndarray, strength: float) -> None:
-        """Blend into an I420 frame in place, `strength` 0..1 (the copy's fade-in)."""
-        y, u, v = planes(frame)
+        """Blend into an I420 frame (of the layer's size) in place, `strength` 0..1 (the copy's fade-in)."""
+        y, u, v = planes(frame, *self.size)
         full = self.alpha * strength if strength < 1 else self.alpha
         half = self.alpha_half * strength if strength < 1 else self.alpha_half
         roi = y[self.y0:self.y1, self.x0:self.x1]
@@ -140,6 +162,7 @@ class _Overlay:
 class _LoadedScene:
     spec: SceneInput
     overlay: _Overlay | None
+    size: tuple[int, int]
     image: np.ndarray | None = None  # I420
     glow: np.ndarray | None = None  # I420
     clip: Iterator[np.ndarray] | None = None
@@ -147,21 +170,24 @@ class _LoadedScene:
     clip_frame: np.ndarray | None = None
 
     @classmethod
-    def load(cls, spec: SceneInput) -> _LoadedScene:
-        scene = cls(spec, _Overlay.load(spec.overlay_path))
+    def load(cls, spec: SceneInput, size: tuple[int, int]) -> _LoadedScene:
+        width, height = size
+        scene = cls(spec, _Overlay.load(spec.overlay_path), size)
+        if scene.overlay is not None and scene.overlay.size != size:
+            raise ValueError(f"overlay {spec.overlay_path} is {scene.overlay.size}, the frame {size}")
         if spec.motion.clip_path:
-            scene.clip = _decode(Path(spec.motion.clip_path))
+            scene.clip = _decode(Path(spec.motion.clip_path), size, spec.picture_box)
         else:
             image = cv2.imread(spec.motion.image_path, cv2.IMREAD_COLOR)
             if image is None:
                 raise FileNotFoundError(f"key image {spec.motion.image_path} is missing or unreadable")
-            image = cover(image)
+            image = place_picture(image, width, height, spec.picture_box)
             scene.image = to_i420(image)
             # The glow is a soft, slightly lifted copy of the picture: blending toward it blooms
             # the highlights without washing out a light background.
-            small = cv2.resize(image, (WIDTH // 4, HEIGHT // 4), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(image, (width // 4, height // 4), interpolation=cv2.INTER_AREA)
             bloom = cv2.GaussianBlur(cv2.convertScaleAbs(small, alpha=1.08, beta=14), (0, 0), 7)
-            scene.glow = to_i420(cv2.resize(bloom, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR))
+            scene.glow = to_i420(cv2.resize(bloom, (width, height), interpolation=cv2.INTER_LINEAR))
         return scene
 
     def picture(self, local: int) -> np.ndarray:
@@ -180,10 +206,12 @@ class _LoadedScene:
         if p.glow > 0.01:
             strength = 0.45 * p.glow
             source = cv2.addWeighted(self.image, 1 - strength, self.glow, strength, 0)
-        m = affine(p, WIDTH, HEIGHT)
+        width, height = self.size
+        m = affine(p, width, height)
         out = np.empty_like(source)
-        for src, dst, matrix, size in zip(planes(source), planes(out), (m, chroma_affine(m), chroma_affine(m)),
-                                          ((WIDTH, HEIGHT), (CW, CH), (CW, CH))):
+        chroma = (width // 2, height // 2)
+        for src, dst, matrix, size in zip(planes(source, width, height), planes(out, width, height),
+                                          (m, chroma_affine(m), chroma_affine(m)), (self.size, chroma, chroma)):
             cv2.warpAffine(src, matrix, size, dst=dst, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         return out
 
@@ -194,10 +222,10 @@ class _LoadedScene:
         return out
 
 
-def _decode(path: Path) -> Iterator[np.ndarray]:
+def _decode(path: Path, size: tuple[int, int], box: Box | None) -> Iterator[np.ndarray]:
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            yield to_i420(cover(frame.to_ndarray(format="bgr24")))
+            yield to_i420(place_picture(frame.to_ndarray(format="bgr24"), *size, box))
 
 
 class Timeline:
@@ -231,12 +259,14 @@ class Timeline:
 
 
 def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, start: int = 0,
-                stop: int | None = None, step: int = 1) -> Iterator[np.ndarray]:
+                stop: int | None = None, step: int = 1,
+                size: tuple[int, int] = (WIDTH, HEIGHT)) -> Iterator[np.ndarray]:
     """The ad's frames start..stop (default: all; every `step`th) in order, as I420 buffers (BT.601
-    limited range) ready for the encoder's stdin. A frame depends only on its index, so a range is
-    pixel for pixel the same frames as in the whole (what segmented encoding relies on), and a
-    preview need not render the frames it skips. Loads each scene when it first appears and drops
-    it once it is behind, so at most two scenes are held at a time."""
+    limited range) of `size` (the scenes' overlays are laid out for it) ready for the encoder's
+    stdin. A frame depends only on its index, so a range is pixel for pixel the same frames as in
+    the whole (what segmented encoding relies on), and a preview need not render the frames it
+    skips. Loads each scene when it first appears and drops it once it is behind, so at most two
+    scenes are held at a time."""
     timeline = Timeline(scenes, crossfade)
     loaded: dict[int, _LoadedScene] = {}
     for f in range(start, timeline.total if stop is None else stop, step):
@@ -247,7 +277,7 @@ def frames_i420(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES, sta
         pictures = []
         for index, local, weight in parts:
             if index not in loaded:
-                loaded[index] = _LoadedScene.load(scenes[index])
+                loaded[index] = _LoadedScene.load(scenes[index], size)
             pictures.append((loaded[index].frame(local), weight))
         if len(pictures) == 1:
             yield pictures[0][0]
@@ -260,36 +290,3 @@ def frames_bgr(scenes: list[SceneInput], crossfade: int = CROSSFADE_FRAMES) -> I
     """The same frames as BGR pictures (OpenCV's order), for tests."""
     for frame in frames_i420(scenes, crossfade):
         yield cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
-
-
-def reframe(frames: Iterator[np.ndarray], width: int, height: int, top: int | None = None) -> Iterator[np.ndarray]:
-    """I420 frames of the 1080x1920 canvas as another format (4:5, 1:1, 16:9), still I420.
-
-    With `top`, the frames were rendered with the format's own layout in a band of the canvas
-    (renditions.py): the band from `top` is cropped out as it is. Without it, the master's copy and
-    brand elements live in its safe area, so every rendition keeps all of it: where the target is
-    tall enough, a full-width crop centred on the safe area; otherwise the safe-area band scaled to
-    the target's height over a blurred, dimmed fill made from the same frame."""
-    band_h = round(WIDTH * height / width) // 2 * 2
-    centre = (SAFE_AREA.top + SAFE_AREA.bottom) // 2
-    if top is not None and width == WIDTH and height <= HEIGHT:
-        top, inner, offset, fill, band_h = top // 2 * 2, (width, height), (0, 0), False, height
-    elif band_h >= SAFE_AREA.height:  # a crop holds the whole safe area
-        top = min(max(0, centre - band_h // 2), HEIGHT - band_h) // 2 * 2
-        inner, offset, fill = (width, height), (0, 0), False
-    else:
-        top, band_h = SAFE_AREA.top // 2 * 2, SAFE_AREA.height // 2 * 2
-        inner_w = round(WIDTH * height / band_h) // 2 * 2
-        inner, offset, fill = (inner_w, height), ((width - inner_w) // 2 // 2 * 2, 0), True
-    out = np.empty((height * 3 // 2, width), np.uint8)
-    for frame in frames:
-        for src, dst, k in zip(planes(frame), planes(out, width, height), (1, 2, 2)):
-            band = src[top // k:(top + band_h) // k]
-            w, h, (x, y) = inner[0] // k, inner[1] // k, (offset[0] // k, offset[1] // k)
-            if fill:
-                small = cover(band, dst.shape[1] // 8, dst.shape[0] // 8)
-                soft = cv2.GaussianBlur(small, (0, 0), 3)
-                soft = cv2.addWeighted(soft, 0.55, soft, 0, 0.45 * (16 if k == 1 else 128))  # dim (luma), desaturate
-                cv2.resize(soft, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
-            dst[y:y + h, x:x + w] = cv2.resize(band, (w, h), interpolation=cv2.INTER_AREA)
-        yield out

@@ -25,8 +25,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import astuple
 from pathlib import Path
 from typing import Protocol
 
@@ -36,7 +37,7 @@ from pydantic import BaseModel, Field
 from . import motion, render
 from .formats import MASTER, file_tag
 from .models import FPS
-from .render import CROSSFADE_FRAMES, SceneInput, Timeline, frames_i420, reframe
+from .render import CROSSFADE_FRAMES, SceneInput, Timeline, frames_i420
 from .video_probe import check_segment, same_parameter_sets
 
 # The renderer's code decides the pixels as much as its inputs do: a change to it re-encodes all.
@@ -123,7 +124,8 @@ def _scene_identity(scene: SceneInput, digest: _Digests) -> dict:
     m = scene.motion
     return {"frames": scene.frames, "fps": m.fps, "motion_style": m.motion_style,
             "picture": digest(m.clip_path) if m.clip_path else digest(m.image_path),
-            "clip": bool(m.clip_path), "overlay": digest(scene.overlay_path)}
+            "clip": bool(m.clip_path), "overlay": digest(scene.overlay_path),
+            "picture_box": astuple(scene.picture_box) if scene.picture_box else None}
 
 
 def segment_key(scenes: list[SceneInput], timeline: Timeline, segment: tuple[int, int, list[int]],
@@ -138,12 +140,6 @@ def segment_key(scenes: list[SceneInput], timeline: Timeline, segment: tuple[int
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _frames(scenes: list[SceneInput], crossfade: int, start: int, stop: int,
-            size: tuple[int, int], master: tuple[int, int], top: int | None) -> Iterator[np.ndarray]:
-    frames = frames_i420(scenes, crossfade, start, stop)
-    return frames if size == master else reframe(frames, *size, top=top)
-
-
 # Encodes at once. A run of consecutive segments to make (every segment, in a first assembly) is
 # one x264 pass cut into parts (FFmpegRunner.encode_i420_parts), so a first assembly costs what one
 # single-pass encode does; formats, and runs separated by reused segments, go two at a time,
@@ -154,21 +150,22 @@ ENCODE_WORKERS = 2
 def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], outputs: dict[str, Path],
              segment_dir: Path, encoder: Encoder, audio: Path | None, context: str,
              log: Callable[[str], None] = lambda _: None, crossfade: int = CROSSFADE_FRAMES,
-             layouts: dict[str, tuple[list[SceneInput], int]] | None = None) -> AssemblyRecord:
+             layouts: dict[str, list[SceneInput]] | None = None) -> AssemblyRecord:
     """Write each format's MP4 (sizes[fmt] → outputs[fmt]) from segments, encoding only those not
     already in segment_dir (ENCODE_WORKERS at a time). `context` is what else decides every
-    segment (the brand kit). `layouts[fmt]` gives a format laid out on its own (renditions.py): its
-    scenes, rendered in a band of the canvas starting at the given row; other formats are
-    reframed from the master's scenes."""
+    segment (the brand kit). `scenes` are the master's; `layouts[fmt]` are each other format's own
+    (renditions.py: the same scenes, laid out and rendered at that format's size)."""
     timeline = Timeline(scenes, crossfade)
     plan, digest = timeline.segments(), _Digests()
-    master = sizes[MASTER]
+    inputs_of = {MASTER: scenes, **(layouts or {})}
+    if set(sizes) - set(inputs_of):
+        raise ValueError(f"formats {sorted(set(sizes) - set(inputs_of))} have no scenes laid out for them")
 
-    def encode(paths: list[Path], spans: list[tuple[int, int]], inputs: list[SceneInput], size: tuple[int, int],
-               top: int | None) -> list[float]:
+    def encode(paths: list[Path], spans: list[tuple[int, int]], inputs: list[SceneInput],
+               size: tuple[int, int]) -> list[float]:
         """Encode consecutive segments (one pass); their seconds, shared out by length."""
         began, start, stop = time.perf_counter(), spans[0][0], spans[-1][1]
-        frames = lambda: _frames(inputs, timeline.crossfade, start, stop, size, master, top)
+        frames = lambda: frames_i420(inputs, timeline.crossfade, start, stop, size=size)
         if len(paths) == 1:
             encoder.encode_i420(frames, size[0], size[1], FPS, paths[0], log=log,
                                 check=lambda p: check_segment(p, size[0], size[1], stop - start))
@@ -192,19 +189,19 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
         audio_done = pool.submit(encoder.encode_audio, audio, aac, log) if aac and not aac.is_file() else None
         claimed: set[str] = set()  # files made by this assembly: two segments that show the same thing share one
         for fmt, size in sizes.items():
-            fmt_scenes, top = (layouts or {}).get(fmt, (scenes, None))
+            fmt_scenes = inputs_of[fmt]
             run: list[int] = []  # consecutive segments of this format still to encode: one pass
 
-            def flush(run: list[int], fmt_scenes: list[SceneInput], size: tuple[int, int], top: int | None) -> None:
+            def flush(run: list[int], fmt_scenes: list[SceneInput], size: tuple[int, int]) -> None:
                 if run:
                     future = pool.submit(encode, [segment_dir / records[i].file for i in run],
-                                         [(records[i].start, records[i].stop) for i in run], fmt_scenes, size, top)
+                                         [(records[i].start, records[i].stop) for i in run], fmt_scenes, size)
                     pending.append((list(run), future))
                     run.clear()
 
             for index, segment in enumerate(plan):
                 start, stop, shown = segment
-                key = segment_key(fmt_scenes, timeline, segment, size, encoder, f"{context}|band={top}", digest)
+                key = segment_key(fmt_scenes, timeline, segment, size, encoder, context, digest)
                 path = segment_dir / f"{file_tag(fmt)}-{key[:24]}.mp4"
                 reused = path.is_file() or path.name in claimed
                 seconds = 0.0
@@ -212,7 +209,7 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
                     cost = path.with_suffix(".json")
                     seconds = json.loads(cost.read_text())["encode_seconds"] if cost.is_file() else 0.0
                 if reused:
-                    flush(run, fmt_scenes, size, top)
+                    flush(run, fmt_scenes, size)
                 else:
                     run.append(len(records))
                     claimed.add(path.name)
@@ -220,7 +217,7 @@ def assemble(scenes: list[SceneInput], sizes: dict[str, tuple[int, int]], output
                 records.append(SegmentRecord(format=fmt, index=index, start=start, stop=stop, reused=reused,
                                              scenes=[scenes[i].motion.scene_id for i in shown], key=key,
                                              file=path.name, encode_seconds=seconds))
-            flush(run, fmt_scenes, size, top)
+            flush(run, fmt_scenes, size)
         if audio_done is not None:
             audio_done.result()
         for fmt in sizes:  # join each format once its segments are done, while later ones encode

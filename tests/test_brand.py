@@ -333,13 +333,29 @@ def test_each_format_gets_its_own_fitted_layout(fmt):
             assert not block.shortened and block_contrast(frame, block) >= 4.5, (fmt, block.kind)
 
 
-def test_relaid_rendition_is_cropped_from_its_band():
-    from sparklio_assets.render import planes, reframe
-    from sparklio_assets.renditions import band_top
+def test_a_generated_portrait_picture_is_shown_whole_in_16x9_beside_the_copy(tmp_path):
+    """A 9:16 ComfyUI picture cannot be re-composed for 16:9: it is shown whole in the right half
+    over a soft fill made from itself, rendered at 1920x1080 with the 16:9 overlay."""
+    from sparklio_assets.geometry import Box
+    from sparklio_assets.models import MotionRecord
+    from sparklio_assets.render import SceneInput, frames_i420, planes
+    from sparklio_assets.renditions import picture_box
 
-    top = band_top("4:5")
-    canvas = np.zeros((1920 * 3 // 2, 1080), np.uint8)
-    y, _, _ = planes(canvas)
-    y[top:top + 1350] = 200
-    out = next(reframe(iter([canvas]), 1080, 1350, top=top))
-    assert out.shape == (1350 * 3 // 2, 1080) and (planes(out, 1080, 1350)[0] == 200).all()
+    assert picture_box((1080, 1920), "4:5", None) is None  # covering 4:5 keeps 70%: cover
+    box = picture_box((1080, 1920), "16:9", Box(1000, 60, 1830, 1020))
+    assert box == Box(960, 0, 1920, 1080)
+    picture = np.zeros((1920, 1080, 3), np.uint8)
+    picture[:, :, 1] = 220  # a bright green portrait picture
+    cv2.imwrite(str(tmp_path / "key.png"), picture)
+    overlay = Image.new("RGBA", (1920, 1080), (0, 0, 0, 0))
+    overlay.paste((255, 255, 255, 255), (100, 500, 600, 560))
+    overlay.save(tmp_path / "overlay.png")
+    motion = MotionRecord(scene_id="scene_001", engine="kenburns", motion_style="pulse effect",
+                          image_path=str(tmp_path / "key.png"), duration_seconds=1.0)
+    frame = next(frames_i420([SceneInput(24, motion, tmp_path / "overlay.png", box)], size=(1920, 1080)))
+    assert frame.shape == (1080 * 3 // 2, 1920)
+    bgr = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+    # the picture, whole (1080 tall = 608 wide) centred in the right half; dimmed fill elsewhere
+    assert bgr[540, 1440, 1] > 200 and bgr[540, 1200, 1] > 200
+    assert 60 < bgr[300, 800, 1] < 150, "the fill is the picture's own colour, dimmed"
+    assert (planes(frame, 1920, 1080)[0][520:540, 200:500] > 200).all(), "the 16:9 overlay on top"

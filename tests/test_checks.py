@@ -137,3 +137,32 @@ def test_bottom_right_means_the_bottom_right_quarter_of_the_safe_area():
     assert not logo_in_place(Box(651, 280, 960, 350), ["logo_bottom_right"])  # top-right
     assert not logo_in_place(Box(700, 1500, 1000, 1570), ["logo_bottom_right"])  # under the platform's UI
     assert logo_in_place(Box(337, 280, 703, 363), ["logo"])
+
+
+def test_every_rendition_is_held_to_the_same_checks(made):
+    """The brief now also asks for YouTube (16:9): with no 16:9 file every per-format check fails
+    naming it; with a 16:9 file of the right shape but no ad in it, the shape checks pass and the
+    brand checks fail for 16:9 alone, while the master's results stand beside them."""
+    _, store, _ = made
+    job = layout.read_job(store, JOB)
+    wide = "wide-ad"
+    shutil.copytree(store.job_dir(JOB), store.job_dir(wide))
+    brief = job.brief.model_copy(update={"channels": [*job.brief.channels, "youtube"]})
+    write_model(layout.job_path(store, wide), job.model_copy(update={"job_id": wide, "brief": brief}))
+
+    failed = {o.name: o for o in inspect_video(store, wide) if not o.passed}
+    assert set(failed) == set(CHECKS) - {"bitrate", "soundtrack"}
+    assert all("16:9: the 16:9 video is missing" in o.summary for o in failed.values())
+
+    FFmpegRunner(preset="ultrafast").run(
+        ["-f", "lavfi", "-i", "color=c=0x555555:s=1920x1080:r=24:d=5,noise=alls=40:allf=t",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mp4"],
+        layout.rendition_path(store, wide, "16:9"))
+    outcomes = {o.name: o for o in inspect_video(store, wide)}
+    failed = {name for name, o in outcomes.items() if not o.passed}
+    assert failed == {"brand_palette", "logo_placement", "text_contrast", "product_present"}
+    for name in failed:
+        renditions = outcomes[name].details["renditions"]
+        assert renditions["16:9"]["passed"] is False and "; 16:9: " in outcomes[name].summary, name
+    assert outcomes["resolution"].details["renditions"]["16:9"]["width"] == 1920
+    assert outcomes["product_present"].details["scenes"], "the master's own measurements stay at the top"

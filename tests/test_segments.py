@@ -21,6 +21,7 @@ from sparklio_assets.files import write_model
 from sparklio_assets.models import FPS, JobSpec, MotionRecord, Storyboard
 from sparklio_assets.pipeline import assemble, create_job, remake_scene, run_job
 from sparklio_assets.render import SceneInput, Timeline, frames_i420
+from sparklio_assets.renditions import relaid_inputs
 from sparklio_assets.video_probe import probe, verify
 
 DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
@@ -252,8 +253,10 @@ def test_renditions_are_segmented_too_and_reuse_the_same_way(made, tmp_path):
     audio = layout.soundtrack_path(store, JOB)
     sizes = {"9:16": SIZES["9:16"], "1:1": SIZES["1:1"]}
     outputs = {fmt: tmp_path / f"{fmt.replace(':', 'x')}.mp4" for fmt in sizes}
+    square = relaid_inputs(layout.read_job(store, JOB), layout.read_storyboard(store, JOB), scenes,
+                           ["builtin"] * len(scenes), "1:1", tmp_path / "1x1")
     record = segments.assemble(scenes, sizes, outputs, segments.folder(store.job_dir(JOB)), FFmpegRunner(), audio,
-                               context)
+                               context, layouts={"1:1": square})
     by_format = {fmt: [r.reused for r in record.segments if r.format == fmt] for fmt in sizes}
     assert by_format == {"9:16": [True] * 3, "1:1": [False] * 3}
     total = sum(s.frames for s in scenes)
@@ -261,5 +264,5 @@ def test_renditions_are_segmented_too_and_reuse_the_same_way(made, tmp_path):
     assert 4e6 <= info.bit_rate <= 10.5e6 and info.audio_codec == "aac"
     assert packets(outputs["9:16"]) == packets(layout.video_path(store, JOB)), "the master joined again, bit for bit"
     again = segments.assemble(scenes, sizes, outputs, segments.folder(store.job_dir(JOB)), FFmpegRunner(), audio,
-                              context)
+                              context, layouts={"1:1": square})
     assert again.encoded == 0 and again.reused == 6
