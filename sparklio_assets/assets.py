@@ -21,6 +21,7 @@ from dagster import (
     AssetExecutionContext,
     Backoff,
     Config,
+    DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -65,6 +66,7 @@ from .renditions import relaid_inputs
 from .soundtrack import SoundtrackRecord
 from .soundtrack import build as build_soundtrack
 from .tags import GPU_WAIT_TAG, JOB_TAG, REMAKE_TAG, UI
+from .versions import CODE_VERSIONS, content_version
 from .video_probe import VideoInvalid, verify
 
 # Spec 8.1: generation steps get 3 tries with exponential backoff.
@@ -97,7 +99,7 @@ def _scene_context(context: AssetExecutionContext, store: ArtifactStore) -> tupl
     return job, storyboard, scene_id
 
 
-@asset(partitions_def=JOBS, group_name="ad", kinds={"python"},
+@asset(partitions_def=JOBS, group_name="ad", kinds={"python"}, code_version=CODE_VERSIONS["storyboard"],
        description="The scene plan (spec 3.1) written from the job's brief and brand kit by the LLM router "
                    "(Qwen on Ollama, GPT-4o, Claude; spec 2.1) or, when none answers, the built-in planner.")
 def storyboard(context: AssetExecutionContext, store: ArtifactStore, llm: LLMRouter) -> MaterializeResult:
@@ -115,7 +117,8 @@ def storyboard(context: AssetExecutionContext, store: ArtifactStore, llm: LLMRou
                           for c in plan.metadata.llm_calls)
     calls_md = (f"\n\n| role | model | outcome | latency | tokens in / out | cost |\n|---|---|---|---|---|---|\n"
                 f"{call_rows}" if call_rows else "")
-    return MaterializeResult(metadata={
+    return MaterializeResult(data_version=DataVersion(content_version(layout.storyboard_path(store, job.job_id))),
+                             metadata={
         "title": plan.title,  # with the readable job id (jobs.readable_job_id): how a person finds the job
         "product": job.brief.product,
         "engine": plan.metadata.planner_engine,
@@ -199,6 +202,7 @@ def _key_seed(store: ArtifactStore, job_id: str, scene_id: str, seed: int | None
 
 @asset(partitions_def=SCENES, deps=[storyboard], group_name="ad", pool=GPU_POOL, kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
+       code_version=CODE_VERSIONS["scene_key_image"],
        description="The scene's 1080x1920 key image (built-in engine, or ComfyUI when configured). Launched "
                    "from the UI, its config edits the scene's copy, prompt or motion, or asks for another seed.")
 def scene_key_image(context: AssetExecutionContext, config: SceneRemake, store: ArtifactStore,
@@ -217,8 +221,8 @@ def scene_key_image(context: AssetExecutionContext, config: SceneRemake, store: 
         if job.quality != "draft":
             context.log.info(f"{scene_id}: quality {job.quality} but no ComfyUI URL configured; built-in engine")
         if config.seed is not None:
-            context.log.info(f"{scene_id}: seed {config.seed} recorded; the built-in engine's designed layout does "
-                             "not depend on it (ComfyUI's pictures do)")
+            context.log.info(f"{scene_id}: seed {config.seed}: the built-in engine arranges the scene's shapes by "
+                             "it; the copy, the logo and the product keep their designed places")
         image = render_key_image(scene, job.brand_kit, job.brief.product, seed=seed)
         with atomic_path(path) as tmp:
             image.save(tmp, "PNG")
@@ -227,7 +231,9 @@ def scene_key_image(context: AssetExecutionContext, config: SceneRemake, store: 
     record = record.model_copy(update={"seed": seed})
     write_model(layout.key_image_record_path(store, job.job_id, scene_id), record)
     context.log.info(f"{scene_id}: key image by {record.engine} in {record.seconds:.2f} s")
-    return MaterializeResult(metadata={
+    layer = layer_path(path)
+    return MaterializeResult(data_version=DataVersion(content_version(path, layer if layer.is_file() else None)),
+                             metadata={
         "engine": record.engine,
         "seconds": record.seconds,
         "path": MetadataValue.path(record.path),
@@ -279,6 +285,7 @@ def _comfy_key_image(context: AssetExecutionContext, comfy: ComfyUIResource, sto
 
 @asset(partitions_def=SCENES, deps=[scene_key_image], group_name="ad", pool=GPU_POOL, kinds={"python"},
        retry_policy=GENERATION_RETRY, op_tags=GPU_QUEUE,
+       code_version=CODE_VERSIONS["scene_motion_clip"],
        description="How the scene moves (Ken Burns or an AnimateDiff clip) and its overlay of copy and brand elements.")
 def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
                       comfy: ComfyUIResource) -> MaterializeResult:
@@ -302,7 +309,9 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
                                        "seconds": round(time.perf_counter() - started, 3)})
     write_model(layout.motion_path(store, job.job_id, scene_id), motion)
     context.log.info(f"{scene_id}: {motion.engine} '{motion.motion_style}', {scene.frames} frames")
-    return MaterializeResult(metadata={
+    picture = Path(motion.clip_path or motion.image_path)
+    return MaterializeResult(data_version=DataVersion(content_version(
+        motion.engine, motion.motion_style, f"{motion.duration_seconds:g}", picture, overlay_path)), metadata={
         "engine": motion.engine,
         "motion_style": motion.motion_style,
         "frames": scene.frames,
@@ -377,6 +386,7 @@ def _comfy_motion(context: AssetExecutionContext, comfy: ComfyUIResource, store:
 
 
 @asset(partitions_def=JOBS, deps=[storyboard], group_name="ad", kinds={"python"},
+       code_version=CODE_VERSIONS["soundtrack"],
        description="The ad's soundtrack: a music bed for the storyboard's bgm_mood marking each scene change, "
                    "the scenes' narration (OpenAI TTS, when configured) with the music ducked under it, mixed "
                    "to -14 LUFS, true peak ≤ -1 dBTP.")
@@ -409,7 +419,7 @@ def soundtrack(context: AssetExecutionContext, store: ArtifactStore, tts: TTSRes
 
 
 @asset(partitions_def=JOBS, deps=[AssetDep(scene_motion_clip, partition_mapping=SCENES_TO_JOB), soundtrack],
-       group_name="ad",
+       group_name="ad", code_version=CODE_VERSIONS["final_video"],
        kinds={"ffmpeg"}, description="The finished 1080x1920 H.264 ad, its JPEG thumbnail, and 4:5 / 1:1 / 16:9 "
                                      "renditions for the feed channels the brief names, all with the soundtrack.")
 def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FFmpegRunner) -> MaterializeResult:
@@ -440,7 +450,7 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     staged = {fmt: staging / path.name for fmt, path in finals.items()}
     segment_dir = segments.folder(store.job_dir(job_id))
     # Every rendition gets its own layout (renditions.py).
-    layouts = {fmt: relaid_inputs(job, plan, scenes, [k.engine for k in keys], fmt,
+    layouts = {fmt: relaid_inputs(job, plan, scenes, keys, fmt,
                                   store.job_dir(job_id) / "renditions" / file_tag(fmt))
                for fmt in sizes if fmt != MASTER}
     try:
@@ -494,7 +504,7 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     segments.publish_manifest(store.job_dir(job_id), assembly)
     context.log.info(f"final video {video_path}: {record.duration:.3f} s {record.resolution} "
                      f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
-    return MaterializeResult(metadata={
+    return MaterializeResult(data_version=DataVersion(content_version(*(r.key for r in assembly.segments))), metadata={
         "path": MetadataValue.path(record.video_path),
         "video_url": MetadataValue.url(Path(record.video_path).as_uri()),
         "thumbnail": MetadataValue.path(record.thumbnail_path),

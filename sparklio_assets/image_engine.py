@@ -15,7 +15,7 @@ import hashlib
 import random
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from .brand_assets import Packshot, load_packshot
 from .colour_roles import RGB, WHITE, mix
@@ -38,49 +38,62 @@ def _soft(layer: Image.Image, radius: float) -> Image.Image:
 
 
 def _shapes(img: Image.Image, lay: SceneLayout, rng: random.Random) -> Image.Image:
-    """Large, soft brand-colour shapes (translucent: the overlay plates copy where they would cost contrast)."""
+    """Large, soft brand-colour shapes (translucent: the overlay plates copy where they would cost
+    contrast). The seed moves, sizes and mirrors them within the design, so another seed gives
+    another picture while the copy, the logo and the product keep their places."""
     w, h = img.size
     sch = lay.scheme
     layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
     u = min(w, h) / 1080
     accent = sch.accent if sch.accent != sch.background else sch.text
+    jitter, grow, mirror = rng.uniform(-1, 1), rng.uniform(0.85, 1.15), rng.random() < 0.5
     if lay.act == "hook":
-        r = int(620 * u)
-        cx, cy = (w + int(120 * u), int(h * 0.62)) if h > w else (int(w * 0.78), int(h * 0.55))
+        r = int(620 * u * grow)
+        cx, cy = (w + int(120 * u), int(h * (0.62 + 0.06 * jitter))) if h > w else (int(w * 0.78),
+                                                                                    int(h * (0.55 + 0.1 * jitter)))
         d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*accent, 70))
         d.ellipse((cx - r // 2, cy - r // 2, cx + r // 2, cy + r // 2), fill=(*mix(sch.background, WHITE, 0.2), 60))
     elif lay.act == "problem":
-        for k in range(-3, 10):
-            x = k * int(200 * u)
-            d.polygon([(x, h), (x + int(60 * u), h), (x + int(60 * u) + w // 2, 0), (x + w // 2, 0)],
+        step, lean = int(200 * u * grow), (w // 2) * (1 + 0.3 * jitter)
+        for k in range(-int(w / step) - 3, int(w / step) + 4):
+            x = k * step
+            d.polygon([(x, h), (x + int(60 * u), h), (x + int(60 * u) + lean, 0), (x + lean, 0)],
                       fill=(*mix(sch.background, sch.text, 0.5), 14))
         d.rectangle((0, h - int(24 * u), w, h), fill=(*accent, 255))
     elif lay.act == "solution" and lay.product is None:  # type-led: two large arcs frame the headline
-        d.ellipse((-int(420 * u), -int(300 * u), int(520 * u), int(640 * u)), fill=(*accent, 45))
-        d.ellipse((w - int(460 * u), h - int(700 * u), w + int(420 * u), h + int(180 * u)), fill=(*accent, 60))
+        dy = int(160 * u * jitter)
+        d.ellipse((-int(420 * u * grow), -int(300 * u) + dy, int(520 * u * grow), int(640 * u) + dy),
+                  fill=(*accent, 45))
+        d.ellipse((w - int(460 * u * grow), h - int(700 * u) - dy, w + int(420 * u), h + int(180 * u) - dy),
+                  fill=(*accent, 60))
     elif lay.act == "solution":
         box = lay.product
         if box is not None:
             cx, cy = box.center
-            r = int(max(box.width, box.height) * 0.55)
+            r = int(max(box.width, box.height) * 0.55 * (0.95 + 0.1 * (grow - 0.85) / 0.3))
+            cy += int(r * 0.08 * jitter)
             d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(*accent, 40))
             d.ellipse((cx - int(r * 0.7), cy - int(r * 0.7), cx + int(r * 0.7), cy + int(r * 0.7)),
                       fill=(*mix(sch.background, WHITE, 0.6), 120))
     elif lay.act == "social" and lay.product is None:
-        step = int(70 * u)
+        step = int(70 * u * grow)
         for y in list(range(step // 2, int(h * 0.16), step)) + list(range(int(h * 0.84), h, step)):
             for x in range(step // 2, w, step):
                 d.ellipse((x - 5 * u, y - 5 * u, x + 5 * u, y + 5 * u), fill=(*accent, 60))
     elif lay.act == "social":
-        step = int(70 * u)
-        for y in range(int(h * 0.55), h, step):
+        step = int(70 * u * grow)
+        for y in range(int(h * (0.55 + 0.05 * jitter)), h, step):
             for x in range(step // 2, w, step):
                 d.ellipse((x - 5 * u, y - 5 * u, x + 5 * u, y + 5 * u), fill=(*accent, 60))
     else:
-        d.pieslice((-int(400 * u), h - int(500 * u), int(500 * u), h + int(400 * u)), 270, 360,
+        r, dy = int(450 * u * grow), int(120 * u * jitter)
+        d.pieslice((50 * u - r, h - 50 * u - r + dy, 50 * u + r, h - 50 * u + r + dy), 270, 360,
                    fill=(*lay.roles.primary, 60 if sch.background != lay.roles.primary else 0))
-        d.ellipse((w - int(380 * u), -int(260 * u), w + int(260 * u), int(380 * u)), fill=(*accent, 55))
+        r = int(320 * u * (2 - grow))
+        d.ellipse((w - 60 * u - r, 60 * u - r - dy, w - 60 * u + r, 60 * u + r - dy), fill=(*accent, 55))
+    if mirror and (lay.act in ("problem", "cta") or (lay.act == "solution" and lay.product is None)):
+        layer = ImageOps.mirror(layer)  # decoration only: the copy, logo and product keep their places
     layer = _soft(layer, 3 * u)
     return Image.alpha_composite(img, layer)
 

@@ -23,7 +23,7 @@ from .formats import file_tag
 from .geometry import SIZES, Box
 from .image_engine import render_key_image
 from .language import language_of
-from .models import JobSpec, Storyboard
+from .models import JobSpec, KeyImageRecord, Storyboard
 from .overlay import render_overlay
 from .render import SceneInput, place_picture
 
@@ -42,19 +42,21 @@ def picture_box(source: tuple[int, int], fmt: str, product: Box | None) -> Box |
     return Box(0, 0, width, height)
 
 
-def relaid_inputs(job: JobSpec, plan: Storyboard, master: list[SceneInput], engines: list[str], fmt: str,
+def relaid_inputs(job: JobSpec, plan: Storyboard, master: list[SceneInput], keys: list[KeyImageRecord], fmt: str,
                   folder: Path) -> list[SceneInput]:
-    """SceneInputs laid out for `fmt` (overlays of its size), beside the master's."""
+    """SceneInputs laid out for `fmt` (overlays of its size), beside the master's; a built-in scene is
+    painted again with the seed its master key image was made with."""
     folder.mkdir(parents=True, exist_ok=True)
     brand, language = job.brand_kit, language_of(job.brief)
     width, height = SIZES[fmt]
     out = []
-    for scene, spec, engine in zip(plan.scenes, master, engines):
+    for scene, spec, key in zip(plan.scenes, master, keys):
         tag = file_tag(fmt)
         key_path, overlay_path = folder / f"{scene.id}_{tag}_key.png", folder / f"{scene.id}_{tag}_overlay.png"
         motion, box = spec.motion, None
-        if engine == "builtin" and not motion.clip_path:
-            backdrop = render_key_image(scene, brand, job.brief.product, seed=f"{job.job_id}/{scene.id}", fmt=fmt)
+        if key.engine == "builtin" and not motion.clip_path:
+            seed = key.seed or f"{job.job_id}/{scene.id}"
+            backdrop = render_key_image(scene, brand, job.brief.product, seed=seed, fmt=fmt)
             backdrop.save(key_path)
             motion = motion.model_copy(update={"image_path": str(key_path)})
         else:  # a generated picture or clip: the key image stands in for the clip's frames under the copy

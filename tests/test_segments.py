@@ -10,7 +10,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-from dagster import Definitions, instance_for_test
+from dagster import AssetKey, Definitions, instance_for_test
+from dagster._core.definitions.data_version import StaleStatus  # not exported at the top level
 
 from resources.artifacts import ArtifactStore
 from resources.ffmpeg import FFmpegRunner
@@ -18,7 +19,7 @@ from sparklio_assets import segments
 from sparklio_assets import store_paths as layout
 from sparklio_assets.definitions import defs
 from sparklio_assets.files import write_model
-from sparklio_assets.models import FPS, JobSpec, MotionRecord, Storyboard
+from sparklio_assets.models import FPS, JobSpec, KeyImageRecord, MotionRecord, Storyboard
 from sparklio_assets.pipeline import assemble, create_job, remake_scene, run_job
 from sparklio_assets.render import SceneInput, Timeline, frames_i420
 from sparklio_assets.renditions import relaid_inputs
@@ -159,6 +160,14 @@ def test_plays_from_any_seek_point(made):
             assert got == target * step, f"seek to frame {target}"
 
 
+def final_video_status(instance, test_defs) -> StaleStatus:
+    """Dagster's own staleness of this job's final video (what the UI shows as Unsynced), from its
+    test helper: there is no public API for it."""
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    return get_stale_status_resolver(instance, list(test_defs.assets)).get_status(AssetKey("final_video"), JOB)
+
+
 def test_remaking_one_scene_reencodes_only_its_segments(made):
     instance, store, test_defs, first = made
     video = layout.video_path(store, JOB)
@@ -167,8 +176,11 @@ def test_remaking_one_scene_reencodes_only_its_segments(made):
     plan.scenes[1].onscreen_text = "새 카피로 바꾼 두 번째 장면"
     write_model(plan_path, plan)
 
+    assert final_video_status(instance, test_defs) == StaleStatus.FRESH
     remake_scene(JOB, "scene_002", test_defs, instance, store)
+    assert final_video_status(instance, test_defs) == StaleStatus.STALE, "Unsynced in the UI until re-assembled"
     assemble(JOB, test_defs, instance, store)
+    assert final_video_status(instance, test_defs) == StaleStatus.FRESH
     manifest = segments.read_manifest(store.job_dir(JOB))
     # scene_002 shows in its own segment and in scene_003's (the crossfade out of scene_002).
     assert [r.reused for r in manifest.segments] == [True, False, False]
@@ -190,8 +202,10 @@ def test_remaking_one_scene_reencodes_only_its_segments(made):
     names = {p.name for p in segments.folder(store.job_dir(JOB)).glob("*.mp4")}
     assert names == {r.file for r in manifest.segments}
 
-    # Re-made unchanged, a scene is the same pixels: nothing is encoded again.
+    # Re-made unchanged, a scene is the same pixels (the same data version: the video stays in
+    # sync) and nothing is encoded again.
     remake_scene(JOB, "scene_003", test_defs, instance, store)
+    assert final_video_status(instance, test_defs) == StaleStatus.FRESH
     assemble(JOB, test_defs, instance, store)
     assert segments.read_manifest(store.job_dir(JOB)).encoded == 0
     plan.scenes[2].onscreen_text = "마지막 장면도 새 카피"
@@ -253,8 +267,9 @@ def test_renditions_are_segmented_too_and_reuse_the_same_way(made, tmp_path):
     audio = layout.soundtrack_path(store, JOB)
     sizes = {"9:16": SIZES["9:16"], "1:1": SIZES["1:1"]}
     outputs = {fmt: tmp_path / f"{fmt.replace(':', 'x')}.mp4" for fmt in sizes}
-    square = relaid_inputs(layout.read_job(store, JOB), layout.read_storyboard(store, JOB), scenes,
-                           ["builtin"] * len(scenes), "1:1", tmp_path / "1x1")
+    plan = layout.read_storyboard(store, JOB)
+    keys = [store.read(layout.key_image_record_path(store, JOB, s.id), KeyImageRecord) for s in plan.scenes]
+    square = relaid_inputs(layout.read_job(store, JOB), plan, scenes, keys, "1:1", tmp_path / "1x1")
     record = segments.assemble(scenes, sizes, outputs, segments.folder(store.job_dir(JOB)), FFmpegRunner(), audio,
                                context, layouts={"1:1": square})
     by_format = {fmt: [r.reused for r in record.segments if r.format == fmt] for fmt in sizes}
