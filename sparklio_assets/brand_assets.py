@@ -208,6 +208,22 @@ def border_uniform(rgb: np.ndarray, tolerance: float = 18.0) -> tuple[bool, np.n
     return bool((spread < tolerance).mean() > 0.9), colour
 
 
+def _floor_shadow(rgb: np.ndarray, background: np.ndarray, diff: np.ndarray) -> np.ndarray:
+    """The photo's own cast shadow: an even darkening of the background colour (every channel by
+    the same factor) below the product's lowest distinct pixel in its column. It is removed with
+    the background (the engine draws its own grounded shadow); left in, it is a pale patch stuck
+    under the product. A light part of the product itself (a white midsole) sits above distinct
+    pixels of it (the outsole), so it stays."""
+    ratio = rgb.astype(np.float32) / np.maximum(background, 1.0)
+    neutral = (ratio.max(axis=2) - ratio.min(axis=2)) < 0.06
+    shade = ratio.mean(axis=2)
+    shadowish = neutral & (shade > 0.5) & (shade < 1.0)
+    distinct = diff > 60
+    rows = np.arange(rgb.shape[0])[:, None]
+    lowest = np.where(distinct.any(axis=0), (distinct * rows).max(axis=0), -1)
+    return shadowish & (rows > lowest[None, :])
+
+
 def cutout(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Alpha (uint8) for a product on a plain background: the background-coloured region connected
     to the border is removed, GrabCut settles the boundary, and the edge is feathered."""
@@ -235,6 +251,9 @@ def cutout(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
         except cv2.error:
             pass  # GrabCut needs both classes with variety; the flood fill alone stands
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8) * 255
+    # After GrabCut, not before: as background its light greys would teach GrabCut that a white
+    # midsole is background too.
+    fg[_floor_shadow(small, background, diff)] = 0
     count, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     if count > 1:  # keep the product, drop specks
         keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= 0.01 * stats[1:, cv2.CC_STAT_AREA].max()]

@@ -276,12 +276,13 @@ def product_match(frame: np.ndarray, packshot_rgba: np.ndarray) -> int:
     return int(inliers.sum()) if inliers is not None else 0
 
 
-def placed_product_correlation(frame: np.ndarray, scene: Scene, brand: BrandKit, fmt: str, style: str,
-                               local: int) -> float:
+def placed_product_correlation(frame: np.ndarray, scene: Scene, brand: BrandKit, fmt: str = MASTER,
+                               moved_by: np.ndarray | None = None) -> float:
     """How well the frame's pixels match the packshot where a built-in scene put it: the sprite is
-    placed as the key-image engine places it (image_engine.product_placement), moved by the scene's
-    Ken Burns pose at this frame, and correlated (masked, normalised) within a few pixels of there.
-    About 1.0 when the packshot is on screen as composed; near 0 when something else is."""
+    placed as the key-image engine places it (image_engine.product_placement), moved by the frame's
+    Ken Burns affine (`moved_by`; None: the key image at rest), and correlated (masked, normalised)
+    within a few pixels of there. About 1.0 when the packshot is on screen as composed; near 0
+    when something else is."""
     placed = product_placement(scene, brand, fmt)
     if placed is None:
         return 0.0
@@ -291,8 +292,9 @@ def placed_product_correlation(frame: np.ndarray, scene: Scene, brand: BrandKit,
     x, y = box.left + (box.width - sprite.width) // 2, box.bottom - sprite.height
     visible = sprite.crop((max(0, -x), max(0, -y), min(sprite.width, width - x), min(sprite.height, height - y)))
     canvas.alpha_composite(visible, (max(0, x), max(0, y)))
-    m = affine(pose(style, local / max(1, scene.frames - 1), scene.frames / FPS), width, height)
-    moved = cv2.warpAffine(np.asarray(canvas), m, (width, height), flags=cv2.INTER_LINEAR)
+    moved = np.asarray(canvas)
+    if moved_by is not None:
+        moved = cv2.warpAffine(moved, moved_by, (width, height), flags=cv2.INTER_LINEAR)
     mask = moved[:, :, 3] > 200
     if mask.sum() < 400:
         return 0.0
@@ -494,8 +496,9 @@ def _product(frames: dict[int, np.ndarray], made: _Made, fmt: str) -> CheckOutco
         correlation = None
         if (frame is not None and made.engines.get(scene.id) == "builtin" and motion is not None
                 and not motion.clip_path):
-            local = made.samples[scene.id] - sum(s.frames for s in made.plan.scenes[:index])
-            correlation = placed_product_correlation(frame, scene, brand, fmt, motion.motion_style, local)
+            t = (made.samples[scene.id] - sum(s.frames for s in made.plan.scenes[:index])) / max(1, scene.frames - 1)
+            m = affine(pose(motion.motion_style, t, scene.frames / FPS), *SIZES[fmt])
+            correlation = placed_product_correlation(frame, scene, brand, fmt, m)
         scenes[scene.id] = {"inliers": inliers, "correlation": correlation}
         if inliers < PRODUCT_MIN_INLIERS and (correlation or 0.0) < PRODUCT_MIN_CORRELATION:
             problems.append(f"{scene.id}: packshot not found ({inliers} matching features < {PRODUCT_MIN_INLIERS}"
