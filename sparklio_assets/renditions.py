@@ -51,12 +51,12 @@ def relaid_inputs(job: JobSpec, plan: Storyboard, master: list[SceneInput], keys
     width, height = SIZES[fmt]
     out = []
     for scene, spec, key in zip(plan.scenes, master, keys):
-        tag = file_tag(fmt)
-        key_path, overlay_path = folder / f"{scene.id}_{tag}_key.png", folder / f"{scene.id}_{tag}_overlay.png"
+        name = f"{scene.id}_{file_tag(fmt)}"
         motion, box = spec.motion, None
         if key.engine == "builtin" and not motion.clip_path:
             seed = key.seed or f"{job.job_id}/{scene.id}"
             backdrop = render_key_image(scene, brand, job.brief.product, seed=seed, fmt=fmt)
+            key_path = folder / f"{name}_key.png"
             backdrop.save(key_path)
             motion = motion.model_copy(update={"image_path": str(key_path)})
         else:  # a generated picture or clip: the key image stands in for the clip's frames under the copy
@@ -66,6 +66,7 @@ def relaid_inputs(job: JobSpec, plan: Storyboard, master: list[SceneInput], keys
             box = picture_box((picture.shape[1], picture.shape[0]), fmt, layout_scene(scene, brand, fmt).product)
             backdrop = Image.fromarray(np.ascontiguousarray(place_picture(picture, width, height, box)[:, :, ::-1]))
         layer, _ = render_overlay(scene, brand, job.brief.product, language, backdrop=backdrop, fmt=fmt)
+        overlay_path = folder / f"{name}_overlay.png"
         layer.save(overlay_path)
         out.append(SceneInput(spec.frames, motion, overlay_path, box))
     return out
