@@ -1,8 +1,8 @@
 """Copy that always fits its box: wrap, balance the lines, shrink down to a floor size, and only
 then shorten at a word boundary.
 
-Wrapping prefers spaces. English breaks only at spaces (a single word wider than the box is the
-one exception, split between letters). Korean may break between any two syllables, which is
+Wrapping prefers spaces. English breaks only at spaces (a single word wider than the box even at
+the floor size is the one exception, split between letters). Korean may break between any two syllables, which is
 normal Korean typesetting, but that is tried only when breaking at spaces cannot fit the box at
 the floor size. Lines are balanced (the narrowest width that still gives the same line count), so
 a two-line caption is two lines of similar length, not a long one and an orphan.
@@ -87,7 +87,11 @@ def balance(text: str, fc: Face, width: float, syllables: bool = False) -> list[
     lines = wrap(text, fc, width, syllables)
     if len(lines) < 2:
         return lines
-    lo, hi = width * 0.5, width
+    # Never narrower than the widest word that may not break: that would split it between letters.
+    widest = max((fc.length(w) for w in text.split() if not (syllables and _breakable(w))), default=0.0)
+    lo, hi = max(width * 0.5, widest), width
+    if lo >= hi:
+        return lines
     for _ in range(12):
         mid = (lo + hi) / 2
         if len(wrap(text, fc, mid, syllables)) == len(lines):
@@ -121,6 +125,11 @@ def fit_copy(text: str, width: int, height: int, max_size: int, min_size: int, w
     for syllables in ((False, True) if korean else (False,)):
         for size in _sizes(max_size, min_size):
             fc = face(size, weight, brand_font)
+            # A word wider than the box is split between letters only at the floor size (and, in
+            # Korean copy, only once syllable breaking has been tried): a smaller size comes first.
+            too_wide = any(fc.length(word) > width for word in text.split() if not (syllables and _breakable(word)))
+            if too_wide and (size > min_size or (korean and not syllables)):
+                continue
             lines = wrap(text, fc, width, syllables)
             if len(lines) > limit or fc.line_height * len(lines) > height:
                 continue

@@ -173,6 +173,16 @@ def test_copy_fits_its_box_wrapping_at_word_boundaries(text):
         assert all(word in words for line in fitted.lines for word in line.rstrip("…").split()), fitted.lines
 
 
+@pytest.mark.parametrize(("text", "width"), [("Daily Eye Care Moisturizer", 450), ("Running on empty?", 400),
+                                              ("Meet Stride Volt Running Shoe", 420)])
+def test_a_narrow_box_shrinks_the_copy_before_splitting_a_word(text, width):
+    """Seen in a narrow column: 'Moisturi / zer', 'Runni / ng on'. Balancing the lines must not go
+    narrower than the widest word, and a size at which a word is wider than the box is passed over."""
+    fitted = fit_copy(text, width, 600, 104, 52)
+    assert [w for line in fitted.lines for w in line.split()] == text.split(), fitted.lines
+    assert fitted.face.size > 52
+
+
 def test_copy_shortens_only_at_a_word_boundary_past_the_floor():
     text = "Unbelievably comfortable cushioning for every single kilometre you run this season and next"
     fitted = fit_copy(text, 400, 60, 60, 40, max_lines=1)
