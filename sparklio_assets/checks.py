@@ -61,7 +61,7 @@ from .composition import layout_scene, shows_product
 from .files import atomic_path
 from .formats import renditions_for
 from .geometry import MASTER, SAFE_AREAS, SIZES, Box, frame_box
-from .image_engine import product_placement
+from .image_engine import paste_clipped, product_placement, sprite_origin
 from .language import language_of
 from .models import FPS, FRAME, BrandKit, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard
 from .motion import affine, pose
@@ -289,9 +289,7 @@ def placed_product_correlation(frame: np.ndarray, scene: Scene, brand: BrandKit,
     sprite, box = placed
     width, height = SIZES[fmt]
     canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-    x, y = box.left + (box.width - sprite.width) // 2, box.bottom - sprite.height
-    visible = sprite.crop((max(0, -x), max(0, -y), min(sprite.width, width - x), min(sprite.height, height - y)))
-    canvas.alpha_composite(visible, (max(0, x), max(0, y)))
+    paste_clipped(canvas, sprite, *sprite_origin(sprite, box))
     moved = np.asarray(canvas)
     if moved_by is not None:
         moved = cv2.warpAffine(moved, moved_by, (width, height), flags=cv2.INTER_LINEAR)

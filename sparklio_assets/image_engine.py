@@ -123,10 +123,14 @@ def product_sprite(shot: Packshot, box: Box) -> Image.Image:
     return img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.LANCZOS)
 
 
+def sprite_origin(sprite: Image.Image, box: Box) -> tuple[int, int]:
+    """Where the sprite's top-left corner goes: bottom-centred in the box (standing on its floor)."""
+    return box.left + (box.width - sprite.width) // 2, box.bottom - sprite.height
+
+
 def place_product(img: Image.Image, sprite: Image.Image, box: Box, ground: RGB) -> tuple[Image.Image, Box]:
     """Composite the sprite bottom-centred in the box with a grounded shadow; returns where it went."""
-    x = box.left + (box.width - sprite.width) // 2
-    y = box.bottom - sprite.height
+    x, y = sprite_origin(sprite, box)
     shadow = Image.new("RGBA", img.size, (0, 0, 0, 0))
     d = ImageDraw.Draw(shadow)
     sw, base = sprite.width, y + sprite.height
@@ -137,11 +141,12 @@ def place_product(img: Image.Image, sprite: Image.Image, box: Box, ground: RGB) 
     ImageDraw.Draw(contact).ellipse((x + sw * 0.2, base - sw * 0.015, x + sw * 0.8, base + sw * 0.02),
                                     fill=(*dark, 150))
     img = Image.alpha_composite(img, _soft(contact, max(2, sw * 0.012)))
-    _paste_clipped(img, sprite, x, y)
+    paste_clipped(img, sprite, x, y)
     return img, Box(x, y, x + sprite.width, y + sprite.height)
 
 
-def _paste_clipped(img: Image.Image, sprite: Image.Image, x: int, y: int) -> None:
+def paste_clipped(img: Image.Image, sprite: Image.Image, x: int, y: int) -> None:
+    """Composite the sprite at (x, y), the part past the image's edges left out."""
     left, top = max(0, -x), max(0, -y)
     right, bottom = min(sprite.width, img.width - x), min(sprite.height, img.height - y)
     if right > left and bottom > top:

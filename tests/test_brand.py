@@ -378,7 +378,7 @@ def test_a_generated_portrait_picture_is_shown_whole_in_16x9_beside_the_copy(tmp
 def test_another_seed_gives_another_picture_with_everything_in_its_place():
     """The launchpad's seed re-arranges the built-in engine's shapes; the packshot, the copy and
     the logo keep their designed places, and the copy stays readable on the new picture."""
-    from sparklio_assets.image_engine import product_placement
+    from sparklio_assets.image_engine import paste_clipped, product_placement, sprite_origin
 
     brand, brief = _kit("shoe")
     plan = plan_storyboard(brief.model_copy(update={"duration": 15}), brand)
@@ -389,12 +389,9 @@ def test_another_seed_gives_another_picture_with_everything_in_its_place():
         placed = product_placement(scene, brand)
         if placed is not None:  # the packshot's own pixels are where they were
             sprite, box = placed
-            x, y = box.left + (box.width - sprite.width) // 2, box.bottom - sprite.height
-            inside = np.zeros((1920, 1080), bool)
-            alpha = np.asarray(sprite.getchannel("A")) == 255
-            ys, xs = np.nonzero(alpha)
-            keep = (ys + y >= 0) & (ys + y < 1920) & (xs + x >= 0) & (xs + x < 1080)
-            inside[ys[keep] + y, xs[keep] + x] = True
+            layer = Image.new("RGBA", (1080, 1920), (0, 0, 0, 0))
+            paste_clipped(layer, sprite, *sprite_origin(sprite, box))
+            inside = np.asarray(layer.getchannel("A")) == 255
             assert (np.asarray(a)[inside] == np.asarray(b)[inside]).all(), scene.id
         layer, lay = render_overlay(scene, brand, brief.product, "en", backdrop=b)
         frame = np.asarray(Image.alpha_composite(b.convert("RGBA"), layer).convert("RGB"))
