@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +138,11 @@ def main() -> int:
         work = Path(tmp)
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
         if args.celery:
+            # dagster-celery builds its `execute_plan` task again for every run of this one process;
+            # Celery then warns that the name is taken, by what is the same callable: noise here.
+            from celery.exceptions import DuplicateTaskNameWarning
+
+            warnings.simplefilter("ignore", DuplicateTaskNameWarning)
             redis = os.environ.get("SPARKLIO_TEST_REDIS", "redis://127.0.0.1:6379")
             os.environ.update({"SPARKLIO_EXECUTOR": "celery", "SPARKLIO_CELERY_BROKER": f"{redis}/0",
                                "SPARKLIO_CELERY_BACKEND": f"{redis}/1",
