@@ -55,16 +55,15 @@ from PIL import Image
 from resources.artifacts import ArtifactStore
 
 from . import store_paths as layout
-from .brand_assets import load_packshot
 from .colour_roles import contrast, hex_rgb
 from .composition import layout_scene, shows_product
 from .files import atomic_path
 from .formats import renditions_for
 from .geometry import MASTER, SAFE_AREAS, SIZES, Box, frame_box
-from .image_engine import paste_clipped, product_placement, sprite_origin
+from .image_engine import paste_clipped, product_placement, scene_packshot, sprite_origin
 from .language import language_of
 from .models import FPS, FRAME, BrandKit, JobSpec, KeyImageRecord, MotionRecord, Scene, Storyboard
-from .motion import affine, pose
+from .motion import affine, pose_at
 from .overlay import render_overlay
 from .partitions import JOBS
 from .soundtrack import SAMPLE_RATE, TARGET_LUFS, loudness, read_audio, true_peak_dbtp
@@ -117,11 +116,16 @@ class CheckOutcome:
 # ---------------------------------------------------------------- measurements
 
 
+def sample_local(scene: Scene) -> int:
+    """The frame sampled within a scene (counted from its start)."""
+    return int(scene.frames * SAMPLE_AT)
+
+
 def scene_sample_frames(plan: Storyboard) -> dict[str, int]:
     """scene id → the frame index sampled for it."""
     out, start = {}, 0
     for scene in plan.scenes:
-        out[scene.id] = start + int(scene.frames * SAMPLE_AT)
+        out[scene.id] = start + sample_local(scene)
         start += scene.frames
     return out
 
@@ -483,19 +487,15 @@ def _product(frames: dict[int, np.ndarray], made: _Made, fmt: str) -> CheckOutco
         return CheckOutcome("product_present", True, "no scene shows a packshot (the brand kit has no product_images)",
                             {"scenes": {}})
     scenes, problems = {}, []
-    for index, scene in enumerate(made.plan.scenes):
-        if scene not in showing:
-            continue
-        item = brand.product_images[index % len(brand.product_images)]
-        shot = load_packshot(item.path, item.kind)
+    for scene in showing:
+        shot = scene_packshot(scene, brand)
         frame = frames.get(made.samples[scene.id])
         inliers = product_match(frame, np.asarray(shot.image)) if frame is not None else 0
         motion = made.motions.get(scene.id)
         correlation = None
         if (frame is not None and made.engines.get(scene.id) == "builtin" and motion is not None
                 and not motion.clip_path):
-            t = (made.samples[scene.id] - sum(s.frames for s in made.plan.scenes[:index])) / max(1, scene.frames - 1)
-            m = affine(pose(motion.motion_style, t, scene.frames / FPS), *SIZES[fmt])
+            m = affine(pose_at(motion.motion_style, sample_local(scene), scene.frames, motion.fps), *SIZES[fmt])
             correlation = placed_product_correlation(frame, scene, brand, fmt, m)
         scenes[scene.id] = {"inliers": inliers, "correlation": correlation}
         if inliers < PRODUCT_MIN_INLIERS and (correlation or 0.0) < PRODUCT_MIN_CORRELATION:

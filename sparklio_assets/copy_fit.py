@@ -2,9 +2,9 @@
 then shorten at a word boundary.
 
 Wrapping prefers spaces. English breaks only at spaces (a single word wider than the box even at
-the floor size is the one exception, split between letters). Korean may break between any two syllables, which is
-normal Korean typesetting, but that is tried only when breaking at spaces cannot fit the box at
-the floor size. Lines are balanced (the narrowest width that still gives the same line count), so
+the floor size is the one exception, split between letters). Korean may break between any two
+syllables, which is normal Korean typesetting, but that is tried only when breaking at spaces
+cannot fit the box at the floor size. Lines are balanced (the narrowest width that still gives the same line count), so
 a two-line caption is two lines of similar length, not a long one and an orphan.
 """
 

@@ -4,12 +4,14 @@ files. Pure stdlib + pydantic, so media code, resources and wiring all use the s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 from pydantic import BaseModel
 
@@ -62,3 +64,11 @@ def json_depth(text: str, limit: int) -> int:
         elif token in "]}":
             depth -= 1
     return deepest
+
+
+def source_version(*modules: ModuleType) -> str:
+    """A digest of the modules' source files: a version that changes exactly when their code does."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]

@@ -153,6 +153,13 @@ def paste_clipped(img: Image.Image, sprite: Image.Image, x: int, y: int) -> None
         img.alpha_composite(sprite.crop((left, top, right, bottom)), (max(0, x), max(0, y)))
 
 
+def scene_packshot(scene: Scene, brand: BrandKit) -> Packshot:
+    """The brand's packshot this scene shows: scene n the n-th product image, round the list."""
+    index = (int(scene.id[-3:]) - 1) % len(brand.product_images) if scene.id[-3:].isdigit() else 0
+    item = brand.product_images[index]
+    return load_packshot(item.path, item.kind)
+
+
 def product_placement(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> tuple[Image.Image, Box] | None:
     """The packshot sprite this scene composes and the box it sits in (bottom-centred; the box may
     reach past the frame: a crop), or None when the scene shows no product. The product check reads
@@ -161,9 +168,7 @@ def product_placement(scene: Scene, brand: BrandKit, fmt: str = MASTER) -> tuple
     if lay.product is None or not brand.product_images:
         return None
     size = SIZES[fmt]
-    index = (int(scene.id[-3:]) - 1) % len(brand.product_images) if scene.id[-3:].isdigit() else 0
-    item = brand.product_images[index]
-    shot = load_packshot(item.path, item.kind)
+    shot = scene_packshot(scene, brand)
     box = lay.product
     if lay.act == "hook" and not shot.screen and size[1] >= size[0]:  # partly shown: cut by the frame's edge
         # (a landscape layout's hook box already reaches past the edge)

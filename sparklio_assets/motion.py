@@ -51,6 +51,12 @@ def pose(style: MotionStyle, t: float, duration: float) -> Pose:
     raise ValueError(f"unknown motion_style {style!r}")
 
 
+def pose_at(style: MotionStyle, local: int, frames: int, fps: int) -> Pose:
+    """The pose at frame `local` of a scene `frames` long (what the renderer draws, and what the
+    product check expects to see)."""
+    return pose(style, local / max(1, frames - 1), frames / fps)
+
+
 def min_cover_zoom(angle_deg: float, width: int, height: int) -> float:
     """Smallest zoom at which a picture rotated by angle still covers the whole frame."""
     a = math.radians(abs(angle_deg))

@@ -26,7 +26,7 @@ import numpy as np
 
 from .geometry import HEIGHT, WIDTH, Box
 from .models import MotionRecord
-from .motion import affine, ease, pose
+from .motion import affine, ease, pose_at
 
 CROSSFADE_FRAMES = 12  # 0.5 s at 24 fps
 TEXT_FADE_FRAMES = 8
@@ -201,7 +201,7 @@ class _LoadedScene:
                     break  # a clip shorter than the scene holds its last frame
                 self.clip_frame, self.clip_index = nxt, self.clip_index + 1
             return self.clip_frame.copy()
-        p = pose(spec.motion.motion_style, local / max(1, spec.frames - 1), spec.frames / spec.motion.fps)
+        p = pose_at(spec.motion.motion_style, local, spec.frames, spec.motion.fps)
         source = self.image
         if p.glow > 0.01:
             strength = 0.45 * p.glow

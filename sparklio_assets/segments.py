@@ -35,13 +35,14 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from . import motion, render
+from .files import source_version
 from .formats import MASTER, file_tag
 from .models import FPS
 from .render import CROSSFADE_FRAMES, SceneInput, Timeline, frames_i420
 from .video_probe import check_segment, same_parameter_sets
 
 # The renderer's code decides the pixels as much as its inputs do: a change to it re-encodes all.
-CODE_DIGEST = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (render, motion))).hexdigest()
+CODE_DIGEST = source_version(render, motion)
 
 
 class Encoder(Protocol):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from types import ModuleType
 
 from . import (
     brand_assets,
@@ -29,14 +28,7 @@ from . import (
     soundtrack,
     typography,
 )
-
-
-def source_version(*modules: ModuleType) -> str:
-    """A digest of the modules' source files."""
-    digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()[:16]
+from .files import source_version
 
 
 def content_version(*parts: Path | str | bytes | None) -> str:
