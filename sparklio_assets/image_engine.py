@@ -87,8 +87,10 @@ def _shapes(img: Image.Image, lay: SceneLayout, rng: random.Random) -> Image.Ima
             for x in range(step // 2, w, step):
                 d.ellipse((x - 5 * u, y - 5 * u, x + 5 * u, y + 5 * u), fill=(*accent, 60))
     else:
-        r, dy = int(450 * u * grow), int(120 * u * jitter)
-        d.pieslice((50 * u - r, h - 50 * u - r + dy, 50 * u + r, h - 50 * u + r + dy), 270, 360,
+        # A quarter disc standing in the frame's corner: its straight edges lie on the frame's edges
+        # (50 px inside them, they read as a cut-off shape, not a design).
+        r, dy = int(500 * u * grow), int(120 * u * jitter)
+        d.pieslice((-r, h - r, r, h + r), 270, 360,
                    fill=(*lay.roles.primary, 60 if sch.background != lay.roles.primary else 0))
         r = int(320 * u * (2 - grow))
         d.ellipse((w - 60 * u - r, 60 * u - r - dy, w - 60 * u + r, 60 * u + r - dy), fill=(*accent, 55))
