@@ -13,7 +13,6 @@ generic "Conversion failed!" it ends with.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -119,17 +118,23 @@ class FFmpegRunner(ConfigurableResource):
         replaces its out_path."""
         first = out_paths[0]
         first.parent.mkdir(parents=True, exist_ok=True)
-        work = first.with_name(f".{first.stem}.{os.getpid()}.parts")
+        # The parts are partial files like every other (".<name>.<pid>.part…", plain files beside
+        # the output), so what cleans up after a killed run (api.worker.clean_partial_files,
+        # liveness.sweep_job, segments.publish_manifest) removes them too.
+        stem = f".{first.stem}.{os.getpid()}.part"
         split = ["-force_key_frames", "expr:" + "+".join(f"eq(n,{c})" for c in cuts), "-forced-idr", "1",
                  "-f", "segment", "-segment_format", "mp4", "-segment_frames", ",".join(map(str, cuts)),
-                 "-reset_timestamps", "1", str(work / "part%04d.mp4")]
+                 "-reset_timestamps", "1", str(first.parent / f"{stem}%04d.mp4")]
+
+        def written() -> list[Path]:
+            return sorted(first.parent.glob(f"{stem}[0-9][0-9][0-9][0-9].mp4"))
 
         def once() -> None:
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
+            for part in written():
+                part.unlink(missing_ok=True)
             try:
                 self._pipe(self._raw_input(width, height, fps) + self.encoder_args(fps) + split, frames())
-                parts = sorted(work.glob("part*.mp4"))
+                parts = written()
                 for k, part in enumerate(parts[:len(out_paths)]):
                     if check is not None:
                         check(part, k)  # raises on a bad part: no retry, the same encoder would do the same
@@ -138,7 +143,8 @@ class FFmpegRunner(ConfigurableResource):
                 for part, out in zip(parts, out_paths):
                     os.replace(part, out)
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                for part in written():
+                    part.unlink(missing_ok=True)
 
         self._retrying(once, log)
 

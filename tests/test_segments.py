@@ -281,3 +281,27 @@ def test_renditions_are_segmented_too_and_reuse_the_same_way(made, tmp_path):
     again = segments.assemble(scenes, sizes, outputs, segments.folder(store.job_dir(JOB)), FFmpegRunner(), audio,
                               context, layouts={"1:1": square})
     assert again.encoded == 0 and again.reused == 6
+
+
+def test_parts_in_flight_are_partial_files_the_cleaners_know(tmp_path):
+    """While one pass writes its parts, what is on disk is plain `.<name>.<pid>.part…` files (what
+    a cancel's clean-up and the sweep remove after a killed run), never a folder they would miss;
+    afterwards only the finished parts are left."""
+    from api.worker import clean_partial_files
+
+    seen: list[list[tuple[str, bool]]] = []
+    outs = [tmp_path / f"seg{k}.mp4" for k in range(3)]
+
+    def frames():
+        for n in range(72):
+            if n == 60:  # the first parts are written by now; look at the folder mid-pass
+                seen.append(sorted((p.name, p.is_file()) for p in tmp_path.iterdir()))
+            yield np.full((96 * 3 // 2, 64), 16 + n, np.uint8)
+
+    FFmpegRunner(preset="ultrafast").encode_i420_parts(frames, 64, 96, FPS, outs, cuts=[24, 48])
+    in_flight = seen[0]
+    assert in_flight and all(is_file and name.startswith(".") and ".part" in name for name, is_file in in_flight), \
+        in_flight
+    assert clean_partial_files(tmp_path) == 0 and sorted(tmp_path.iterdir()) == outs
+    for out in outs:
+        assert probe(out).frames == 24
