@@ -127,7 +127,7 @@ class FFmpegRunner(ConfigurableResource):
                  "-reset_timestamps", "1", str(first.parent / f"{stem}%04d.mp4")]
 
         def written() -> list[Path]:
-            return sorted(first.parent.glob(f"{stem}[0-9][0-9][0-9][0-9].mp4"))
+            return sorted(first.parent.glob(f"{stem}*.mp4"))
 
         def once() -> None:
             for part in written():
