@@ -234,7 +234,7 @@ def status(job: JobState, now: float | None = None) -> StatusResponse:
         scene = pending[0] if runs and pending and pending[0].startswith("scene_") else None
     elif record is not None:
         value, step = "failed", "failed"
-        error = JobError(stage=runs[-1].stage if runs else "worker",
+        error = JobError(stage=runs[-1].stage if runs else record.scene_id or "worker",
                          reason="the worker exited before the video was finished" + hint)
     elif not [r for r in job.runs if r.stage != "storyboard"]:
         value, step = "storyboard_ready", "awaiting_generate"

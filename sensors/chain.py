@@ -14,16 +14,17 @@ and, for a scene re-made from the Dagster UI (tagged `sparklio/remake=ui` by the
 final_video_job for its job, so one launch in the UI ends in a new ad.
 
 Why a sensor over run-success events, not declarative automation or an asset sensor: the scene
-dimension is a static scene_001..scene_012 (partitions.py), and how many of those a job has is known
-only from its storyboard file. AutomationCondition.eager() on the multi-partitioned assets would ask
-for all 12 cells of every job (the missing ones fail by design), and would also chase every manual
-re-materialization in the UI and every in-process CLI run; an asset sensor sees materializations,
-not the run tags that say a job is chained. This sensor sees exactly the runs that finished, reads
-the storyboard to know the scenes, follows only runs tagged for chaining (the CLI and the UI stay in
-charge of their own runs), and dedupes with run keys, so replaying events is harmless. (Dagster's
-@run_status_sensor does the same but acts on one finished run per tick; this one handles every run
-that finished since the last tick, which a 100-brief campaign needs.) It needs only the daemon, and
-`next_run_requests` is a plain function that tests call without one.
+dimension holds as many scenes as the longest storyboard so far (partitions.py), and how many of
+those a job has is known only from its storyboard file. AutomationCondition.eager() on the
+multi-partitioned assets would ask for every cell of every job (the missing ones fail by design),
+and would also chase every manual re-materialization in the UI and every in-process CLI run; an
+asset sensor sees materializations, not the run tags that say a job is chained. This sensor sees
+exactly the runs that finished, reads the storyboard to know the scenes, follows only runs tagged
+for chaining (the CLI and the UI stay in charge of their own runs), and dedupes with run keys, so
+replaying events is harmless. (Dagster's @run_status_sensor does the same but acts on one finished
+run per tick; this one handles every run that finished since the last tick, which a 100-brief
+campaign needs.) It needs only the daemon, and `next_run_requests` is a plain function that tests
+call without one.
 """
 
 from dagster import (

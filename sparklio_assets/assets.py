@@ -60,7 +60,7 @@ from .models import (
     describe_validation_error,
 )
 from .overlay import HEIGHT, WIDTH, render_overlay
-from .partitions import JOBS, SCENES, SCENES_TO_JOB
+from .partitions import JOBS, SCENES, SCENES_TO_JOB, register_scenes
 from .render import SceneInput, frames_i420
 from .renditions import relaid_inputs
 from .soundtrack import SoundtrackRecord
@@ -107,6 +107,7 @@ def storyboard(context: AssetExecutionContext, store: ArtifactStore, llm: LLMRou
     job = layout.read_job(store, context.partition_key)
     plan = llm.plan(job, log=context.log)
     write_model(layout.storyboard_path(store, job.job_id), plan)
+    register_scenes(context.instance, [s.id for s in plan.scenes])  # the scene cells this job has
     seconds = time.perf_counter() - started
     calls = summarize_calls(plan.metadata.llm_calls)
     context.log.info(f"storyboard for job {job.job_id}: {len(plan.scenes)} scenes by {plan.metadata.planner_engine}")
@@ -148,9 +149,10 @@ class SceneRemake(Config):
     image_prompt: str | None = Field(default=None, description="new English text-to-image prompt")
     motion_style: str | None = Field(default=None, description="slow zoom-in | parallax movement | rotation + "
                                                                  "glow effect | dynamic transitions | text animation")
-    seed: int | None = Field(default=None, description="another picture from ComfyUI: any whole number; empty "
-                                                        "keeps the scene's current one (the built-in engine draws "
-                                                        "a designed layout, which no seed changes)")
+    seed: int | None = Field(default=None, description="another picture: any whole number; empty keeps the "
+                                                        "scene's current one (ComfyUI draws a new image; the "
+                                                        "built-in engine re-arranges its shapes, copy, logo and "
+                                                        "packshot keep their places)")
 
     def changes(self) -> dict[str, str]:
         return {k: v for k, v in self.model_dump(exclude={"seed"}).items() if v is not None}

@@ -53,7 +53,7 @@ from .jobs import (
     next_stages,
 )
 from .models import KeyImageRecord, MotionRecord, VideoRecord
-from .partitions import scene_key
+from .partitions import register_scenes, scene_key
 from .step_failures import describe_step_failures, failure_report
 
 __all__ = ["JOB_TAG", "PipelineError", "StageReport", "assemble", "create_job", "ensure_dagster_home",
@@ -186,7 +186,19 @@ def run_stages(stages: Sequence[Stage], job_id: str, defs: Definitions, instance
     """Run the stages (one stage, or a job's scenes) and report each in order. Several go at once
     (scene_parallelism); a failed one does not stop the others, and the error names every failure."""
     with _lease(job_id, instance, store):  # every writer of a job holds its lease (liveness.py)
+        if scene_ids := [s.name for s in stages if s.job_name == SCENE_JOB]:
+            _scene_cells(job_id, scene_ids, instance, store)
         _run_stages(stages, job_id, defs, instance, store, on_stage, run_config)
+
+
+def _scene_cells(job_id: str, scene_ids: Sequence[str], instance: DagsterInstance, store: ArtifactStore) -> None:
+    """Refuse a scene the storyboard does not have before any run (its partition key would not
+    exist), and make sure the storyboard's scene keys are on the instance (a storyboard made
+    before the scene dimension was dynamic registered none)."""
+    known = [s.id for s in store_paths.read_storyboard(store, job_id).scenes]
+    if unknown := [s for s in scene_ids if s not in known]:
+        raise PipelineError(f"job {job_id} has {len(known)} scenes; {', '.join(unknown)} does not exist")
+    register_scenes(instance, known)
 
 
 def _run_stages(stages: Sequence[Stage], job_id: str, defs: Definitions, instance: DagsterInstance,

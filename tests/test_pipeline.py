@@ -3,6 +3,7 @@
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -11,13 +12,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from dagster import DagsterInstance, RunsFilter
+from dagster import AssetKey, DagsterInstance, RunsFilter
 from PIL import Image
 
 from local_servers import free_port, stop_group, wait_until_up
 from sparklio_assets.models import Storyboard, VideoRecord
 from sparklio_assets.music import SAMPLE_RATE
 from sparklio_assets.overlay import SAFE_AREA
+from sparklio_assets.partitions import SCENES, register_scenes
 from sparklio_assets.soundtrack import loudness, read_audio, true_peak_dbtp
 from sparklio_assets.video_probe import probe
 
@@ -132,6 +134,12 @@ def test_runs_are_on_the_dagster_instance(made):
         assert len(runs) == 7  # storyboard + 5 scenes + final video
         assert all(r.is_success for r in runs)
         assert instance.has_dynamic_partition("jobs", JOB)
+        # The scene dimension holds this job's five scenes, not the twelve a storyboard may have,
+        # so the UI's row for the job has no empty cells.
+        assert instance.get_dynamic_partitions("scenes") == [f"scene_{i:03d}" for i in range(1, 6)]
+        cells = SCENES.get_partition_keys(dynamic_partitions_store=instance)
+        made_cells = instance.get_materialized_partitions(AssetKey("scene_motion_clip"))
+        assert len(cells) == 5 and set(cells) == made_cells
 
 
 def test_previews_play_in_the_ui_metadata(made):
@@ -374,6 +382,40 @@ def test_next_stages_is_storyboard_then_every_scene_then_the_final_video():
     last = next_stages("j", scenes, {"storyboard", "scene_001", "scene_002"}, finished="scene_002")
     assert [(s.name, s.job_name, s.partition_key) for s in last] == [("final_video", FINAL_VIDEO_JOB, "j")]
     assert next_stages("j", scenes, {"storyboard", *scenes, "final_video"}) == []
+
+
+def _register_together(barrier, lengths: list[int], failures) -> None:
+    """One process of a campaign whose storyboards finish together, round after round."""
+    with DagsterInstance.get() as instance:
+        for n in lengths:
+            barrier.wait(120)  # a stuck sibling breaks the barrier, and this process fails the test
+            try:
+                register_scenes(instance, [f"scene_{i:03d}" for i in range(1, n + 1)])
+            except Exception as error:  # reported to the test, which fails with it
+                failures.put(repr(error))
+
+
+def test_storyboards_finishing_together_register_scene_cells_once_in_order(tmp_path, monkeypatch):
+    """Six processes on one SQLite instance add overlapping scene keys at the same moment, as a
+    campaign's storyboards do (Dagster's check-then-insert collides there on the keys' unique
+    index more often than not); every key ends up there once, in scene order, and none fails."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("")
+    DagsterInstance.get().dispose()  # the instance's tables exist before its writers start, as in use
+    rounds = [[3, 5], [5, 7], [7, 3], [12, 5], [2, 9], [6, 12]]
+    forked = multiprocessing.get_context("fork")
+    barrier, failures = forked.Barrier(len(rounds)), forked.Queue()
+    workers = [forked.Process(target=_register_together, args=(barrier, lengths, failures)) for lengths in rounds]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(300)
+    assert [w.exitcode for w in workers] == [0] * len(workers)
+    assert failures.empty(), failures.get()
+    with DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("scenes") == [f"scene_{i:03d}" for i in range(1, 13)]
+        register_scenes(instance, ["scene_001", "scene_002"])  # a shorter storyboard adds nothing
+        assert len(instance.get_dynamic_partitions("scenes")) == 12
 
 
 def test_scene_parallelism_follows_the_gpu_pool(tmp_path):
