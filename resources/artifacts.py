@@ -2,9 +2,9 @@
 
     <home>/jobs/<job_id>/job.json                     the request (brief, brand, quality)
                          storyboard.json
-                         scenes/<scene_id>/key.png, overlay.png, motion.json, preview.gif, clip.mp4
+                         scenes/<scene_id>/key.png, key_preview.jpg, overlay.png, motion.json, preview.webp, clip.mp4
                          audio/soundtrack.wav, soundtrack.json, voice/<hash>.speech.wav, voice/<scene>.wav
-                         final/ad.mp4, final/thumbnail.jpg, final/video.json
+                         final/ad.mp4, thumbnail.jpg, preview.webp, video.json
 
 Every write goes to a temporary file in the same folder and is renamed into place when complete
 (sparklio_assets/files.py), so readers (the UI, the API, the next asset) only ever see whole files.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from dagster import ConfigurableResource
 from pydantic import BaseModel, Field
@@ -24,14 +25,25 @@ from sparklio_assets.files import write_model
 M = TypeVar("M", bound=BaseModel)
 
 
+MEDIA_URL_ENV = "SPARKLIO_MEDIA_URL"
+MEDIA_PORT = 3001  # `sparklio ui` serves the media folder here, beside the Dagster UI on 3000
+
+
 def default_home() -> str:
     return os.environ.get("SPARKLIO_HOME") or str(Path.home() / ".sparklio")
+
+
+def default_media_url() -> str:
+    return (os.environ.get(MEDIA_URL_ENV) or f"http://127.0.0.1:{MEDIA_PORT}").rstrip("/")
 
 
 class ArtifactStore(ConfigurableResource):
     """Media files of every job under one home folder (SPARKLIO_HOME, default ~/.sparklio)."""
 
     home: str = Field(default="", description="empty: $SPARKLIO_HOME when used, else ~/.sparklio")
+    media_url: str = Field(default="", description="where the media folder's previews and videos are served "
+                                                   "for the Dagster UI (`sparklio ui` serves them); empty: "
+                                                   f"${MEDIA_URL_ENV} when used, else http://127.0.0.1:{MEDIA_PORT}")
 
     @property
     def folder(self) -> Path:
@@ -54,6 +66,11 @@ class ArtifactStore(ConfigurableResource):
 
     def final_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "final"
+
+    def url(self, path: Path) -> str:
+        """The URL a browser reaches a file of the store at (media_url + its path under jobs/)."""
+        base = (self.media_url or default_media_url()).rstrip("/")
+        return f"{base}/{quote(path.resolve().relative_to(self.root).as_posix())}"
 
     def read(self, path: Path, model: type[M]) -> M:
         if not path.is_file():

@@ -9,7 +9,6 @@ re-materializing one scene and then final_video re-assembles the job from its cu
 
 
 import base64
-import io
 import os
 import shutil
 import time
@@ -78,14 +77,27 @@ GPU_POOL = "gpu"
 GPU_QUEUE = {"dagster-celery/queue": "gpu"}
 
 
-def image_markdown(image: Image.Image, width: int = 270, caption: str = "") -> MetadataValue:
-    """A small inline JPEG for the Dagster UI (the UI renders data: URIs in markdown)."""
+def small_jpeg(image: Image.Image, path: Path, width: int = 270) -> Path:
+    """A small copy of a picture beside it, for the UI (atomically, like every file)."""
     thumb = image.convert("RGB").copy()
     thumb.thumbnail((width, width * 2))
-    buffer = io.BytesIO()
-    thumb.save(buffer, "JPEG", quality=80)
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return MetadataValue.md(f"![{caption}](data:image/jpeg;base64,{data})\n\n{caption}")
+    with atomic_path(path) as tmp:
+        thumb.save(tmp, "JPEG", quality=80)
+    return path
+
+
+def served_image(store: ArtifactStore, path: Path, caption: str) -> MetadataValue:
+    """A picture shown in place in the UI's metadata table. The UI renders markdown in place only
+    under 1,000 characters (longer, such as embedded_image's data: URI, behind "[Show Markdown]"),
+    so this links the file on the media server that `sparklio ui` runs (ArtifactStore.url)."""
+    return MetadataValue.md(f"![{caption}]({store.url(path)})\n\n{caption}")
+
+
+def embedded_image(path: Path, caption: str) -> MetadataValue:
+    """The same picture inside the event log (a data: URI): shown without the media server, one click away."""
+    kind = {".jpg": "jpeg", ".webp": "webp"}[path.suffix]
+    data = base64.b64encode(path.read_bytes()).decode()
+    return MetadataValue.md(f"![{caption}](data:image/{kind};base64,{data})\n\n{caption}")
 
 
 def _scene_context(context: AssetExecutionContext, store: ArtifactStore) -> tuple[JobSpec, Storyboard, str]:
@@ -234,14 +246,17 @@ def scene_key_image(context: AssetExecutionContext, config: SceneRemake, store: 
     write_model(layout.key_image_record_path(store, job.job_id, scene_id), record)
     context.log.info(f"{scene_id}: key image by {record.engine} in {record.seconds:.2f} s")
     layer = layer_path(path)
+    thumb = small_jpeg(image, layout.key_preview_path(store, job.job_id, scene_id))
+    caption = f"{scene_id} · {scene.purpose} · {record.engine}"
     return MaterializeResult(data_version=DataVersion(content_version(path, layer if layer.is_file() else None)),
                              metadata={
+        "preview": served_image(store, thumb, caption),
         "engine": record.engine,
         "seconds": record.seconds,
         "path": MetadataValue.path(record.path),
         "prompt": scene.image_prompt,
         **({"note": record.note} if record.note else {}),
-        "preview": image_markdown(image, caption=f"{scene_id} · {scene.purpose} · {record.engine}"),
+        "preview_embedded": embedded_image(thumb, caption),
     })
 
 
@@ -312,8 +327,12 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
     write_model(layout.motion_path(store, job.job_id, scene_id), motion)
     context.log.info(f"{scene_id}: {motion.engine} '{motion.motion_style}', {scene.frames} frames")
     picture = Path(motion.clip_path or motion.image_path)
+    caption = f"{scene_id} · {motion.engine} · {motion.motion_style} (animated)"
+    first_frame = small_jpeg(first_frame, layout.first_frame_path(store, job.job_id, scene_id))
     return MaterializeResult(data_version=DataVersion(content_version(
         motion.engine, motion.motion_style, f"{motion.duration_seconds:g}", picture, overlay_path)), metadata={
+        "preview": served_image(store, preview_path, caption),
+        "first_frame": served_image(store, first_frame, f"{scene_id}: first frame"),
         "engine": motion.engine,
         "motion_style": motion.motion_style,
         "frames": scene.frames,
@@ -323,9 +342,7 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
         **({"clip_path": MetadataValue.path(motion.clip_path)} if motion.clip_path else {}),
         "text_boxes": [vars(b) for b in placed.text_boxes],
         "preview_path": MetadataValue.path(str(preview_path)),
-        "preview": MetadataValue.md(previews.markdown(
-            preview_path, caption=f"{scene_id} · {motion.engine} · {motion.motion_style} (animated)")),
-        "first_frame": image_markdown(first_frame, caption=f"{scene_id}: first frame"),
+        "preview_embedded": embedded_image(preview_path, caption),
     })
 
 
@@ -507,8 +524,11 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     context.log.info(f"final video {video_path}: {record.duration:.3f} s {record.resolution} "
                      f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
     return MaterializeResult(data_version=DataVersion(content_version(*(r.key for r in assembly.segments))), metadata={
+        "preview": served_image(store, layout.ad_preview_path(store, job_id), f"{plan.title} (animated, every scene)"),
+        "thumbnail_preview": served_image(store, small_jpeg(thumbnail, layout.thumbnail_preview_path(store, job_id)),
+                                          f"{plan.title}: thumbnail"),
+        "video_url": MetadataValue.url(store.url(video_path)),
         "path": MetadataValue.path(record.video_path),
-        "video_url": MetadataValue.url(Path(record.video_path).as_uri()),
         "thumbnail": MetadataValue.path(record.thumbnail_path),
         "duration": record.duration,
         "storyboard_duration": plan.duration_seconds,
@@ -532,9 +552,8 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
             "| format | segment | frames | scenes | reused | encode s |\n|---|---|---|---|---|---|\n"
             + "\n".join(f"| {r.format} | {r.index + 1} | {r.start}-{r.stop - 1} | {', '.join(r.scenes)} | "
                         f"{'yes' if r.reused else 'no'} | {r.encode_seconds:g} |" for r in assembly.segments)),
-        "preview": MetadataValue.md(previews.markdown(store.final_dir(job_id) / ad_preview.name,
-                                                      caption=f"{plan.title} (animated, every scene)")),
-        "thumbnail_preview": image_markdown(thumbnail, caption=plan.title),
+        "preview_embedded": embedded_image(layout.ad_preview_path(store, job_id),
+                                           f"{plan.title} (animated, every scene)"),
     })
 
 

@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ui_p.add_argument("--host", default="127.0.0.1")
     ui_p.add_argument("--port", type=int, default=3000)
     ui_p.add_argument("--out", help="media folder (default $SPARKLIO_HOME or ~/.sparklio)")
+    ui_p.add_argument("--media-port", type=int,
+                      help="port of the media server the UI's previews load from (default 3001)")
     worker_p = sub.add_parser("worker", help="the GPU worker (ComfyUI)")
     worker_sub = worker_p.add_subparsers(dest="worker_command", required=True)
     check_p = worker_sub.add_parser("check", help="is the worker ready: version, VRAM, node classes and model "
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return serve(args.host, args.port, args.out, args.log_level)
         if args.command == "ui":
-            return ui(args.host, args.port, args.out)
+            return ui(args.host, args.port, args.out, args.media_port)
         return remake_scene(args.job_id, args.scene_id, args.out)
     except InputError as error:
         return _fail(error, EXIT_BAD_INPUT)
@@ -333,10 +335,18 @@ def serve(host: str, port: int, out: str | None, log_level: str = "info") -> int
     return 0
 
 
-def ui(host: str, port: int, out: str | None) -> int:
+def ui(host: str, port: int, out: str | None, media_port: int | None) -> int:
     """The Dagster UI (`dagster dev`: webserver + daemon) on the same media folder and instance as
-    the CLI and the API: one setting (--out, or $SPARKLIO_HOME) decides both homes."""
-    from resources.artifacts import ArtifactStore
+    the CLI and the API: one setting (--out, or $SPARKLIO_HOME) decides both homes. Beside it, the
+    media server (api/media.py) that the previews inline in the UI's metadata are loaded from."""
+    import signal
+    import subprocess
+    import threading
+
+    import uvicorn
+
+    from api.media import create_media_app
+    from resources.artifacts import MEDIA_PORT, MEDIA_URL_ENV, ArtifactStore
 
     from .pipeline import ensure_dagster_home
 
@@ -344,9 +354,22 @@ def ui(host: str, port: int, out: str | None) -> int:
         os.environ["SPARKLIO_HOME"] = str(Path(out).resolve())
     store = ArtifactStore()
     home = ensure_dagster_home(store.folder)
-    dagster = Path(sys.executable).with_name("dagster")
-    _print(f"media: {store.folder}\ndagster: {home}\nUI: http://{host}:{port}  (Ctrl-C stops it)")
-    os.execv(dagster, [str(dagster), "dev", "-m", "sparklio_assets.definitions", "-h", host, "-p", str(port)])
+    media_port = media_port or MEDIA_PORT
+    media_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    os.environ.setdefault(MEDIA_URL_ENV, f"http://{media_host}:{media_port}")  # what UI-launched runs link to
+    media = uvicorn.Server(uvicorn.Config(create_media_app(store), host=host, port=media_port, log_level="warning"))
+    threading.Thread(target=media.run, name="media", daemon=True).start()
+    _print(f"media: {store.folder} (served at {os.environ[MEDIA_URL_ENV]})\ndagster: {home}\n"
+           f"UI: http://{host}:{port}  (Ctrl-C stops it)")
+    dagster = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-m",
+                                "sparklio_assets.definitions", "-h", host, "-p", str(port)])
+    signal.signal(signal.SIGTERM, lambda *_: dagster.terminate())  # stopping `sparklio ui` stops dagster dev
+    try:
+        return dagster.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached dagster dev too (same process group): let it shut down
+        return dagster.wait()
+    finally:
+        media.should_exit = True
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """Small animated previews of each scene and of the whole ad: where people look (the Dagster UI,
-inline in the materialization's metadata) and beside the media in the store.
+in place in the materialization's metadata) and beside the media in the store.
 
-Animated WebP rather than GIF: browsers play it from a `data:` URI like a GIF, it keeps the
-brand's colours (GIF has 256), and it is a fraction of the size, which matters because inline
-metadata is stored in the run's event log.
+Animated WebP rather than GIF: browsers play it like a GIF (from the media server, or from a
+`data:` URI in the event log), it keeps the brand's colours (GIF has 256), and it is a fraction of
+the size, which matters because the embedded copy is stored in the run's event log.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -58,8 +57,3 @@ def write_ad_preview(scene_previews: list[Path], path: Path) -> None:
                 frames.append(animation.convert("RGB"))
     _save(_small((np.asarray(f) for f in frames), AD_WIDTH), path)
 
-
-def markdown(path: Path, caption: str) -> str:
-    """The preview inline (a data: URI the Dagster UI's markdown shows, animated) with a caption."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"![{caption}](data:image/webp;base64,{data})\n\n{caption}"

@@ -28,6 +28,11 @@ def key_image_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
     return store.scene_dir(job_id, scene_id) / "key.png"
 
 
+def key_preview_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    """A small copy of the key image for the Dagster UI (the PNG is 1080 x 1920)."""
+    return store.scene_dir(job_id, scene_id) / "key_preview.jpg"
+
+
 def key_image_record_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
     return store.scene_dir(job_id, scene_id) / "key.json"
 
@@ -43,6 +48,11 @@ def motion_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
 def preview_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
     """The scene's animated preview (previews.py)."""
     return store.scene_dir(job_id, scene_id) / "preview.webp"
+
+
+def first_frame_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
+    """The scene's first frame as it will appear, small, for the Dagster UI."""
+    return store.scene_dir(job_id, scene_id) / "first_frame.jpg"
 
 
 def clip_path(store: ArtifactStore, job_id: str, scene_id: str) -> Path:
@@ -84,6 +94,11 @@ def rendition_path(store: ArtifactStore, job_id: str, fmt: str) -> Path:
 
 def thumbnail_path(store: ArtifactStore, job_id: str) -> Path:
     return store.final_dir(job_id) / "thumbnail.jpg"
+
+
+def thumbnail_preview_path(store: ArtifactStore, job_id: str) -> Path:
+    """A small copy of the thumbnail for the Dagster UI."""
+    return store.final_dir(job_id) / "thumbnail_preview.jpg"
 
 
 def video_record_path(store: ArtifactStore, job_id: str) -> Path:

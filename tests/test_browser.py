@@ -1,4 +1,5 @@
-"""/docs and /redoc in a real headless browser, offline: the OS's Chromium (Debian `chromium`)
+"""/docs, /redoc and the Dagster UI (the asset graph, jobs by name, previews playing in place) in
+a real headless browser, offline: the OS's Chromium (Debian `chromium`)
 driven by Playwright with that executable (no browser download). Every request the page makes
 that is not to this server is refused, so a CDN reference would leave the page blank and fail.
 
@@ -8,10 +9,13 @@ fails instead, like tests/require_services.py, so CI must install it: `apt-get i
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,7 @@ from local_servers import free_port, stop_group, wait_until_up
 from require_services import in_ci
 
 CHROMIUM_ENV = "SPARKLIO_CHROMIUM"
+DATA = Path(__file__).resolve().parents[1] / "sparklio_assets" / "data"
 
 
 def chromium() -> str:
@@ -69,13 +74,14 @@ def browser():
         browser.close()
 
 
-def offline_page(browser, base: str):
-    """A page that can reach this server only; returns it and the list of refused URLs."""
+def offline_page(browser, base: str, also: str | None = None):
+    """A page that can reach this server (and `also`) only; returns it and the lists of refused
+    URLs and page errors."""
     page = browser.new_page()
     refused: list[str] = []
 
     def route(r):
-        if r.request.url.startswith(base):
+        if r.request.url.startswith(base) or (also and r.request.url.startswith(also)):
             r.continue_()
         else:
             refused.append((r.request.resource_type, r.request.url))
@@ -118,27 +124,77 @@ def test_redoc_renders_offline(browser, server):
     page.close()
 
 
-def test_the_dagster_asset_graph_renders_and_is_captured(browser, tmp_path):
-    """`sparklio ui` (dagster dev) shows the ad's asset graph; the screenshot is kept for a person."""
+def _skip_welcome(page) -> None:
+    """dagster dev greets a new instance with a newsletter dialog over the page; a person skips it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(timeout=5_000)
+        skip.click()
+    except PlaywrightTimeout:
+        pass
+
+
+def test_the_dagster_ui_shows_the_graph_each_job_by_name_and_plays_previews(browser, tmp_path):
+    """A job made by the CLI, then `sparklio ui` (dagster dev + the media server) on its folder, as
+    the README says: the asset graph renders (the screenshot is kept for a person), the job is
+    listed by its readable name with exactly its own scenes, and the final video's and a scene's
+    animated previews play in place in the metadata, loaded from the media server."""
     from PIL import Image
 
-    port = free_port()
+    home, port, media_port = tmp_path / "home", free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "SPARKLIO_HOME")}
-    proc = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", "ui", "--out", str(tmp_path / "home"),
-                             "--port", str(port)], env=env, cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env["SPARKLIO_MEDIA_URL"] = media = f"http://127.0.0.1:{media_port}"
+    brief = tmp_path / "brief.json"
+    brief.write_text(json.dumps({**json.loads((DATA / "demo_brief.json").read_text()), "duration": 8}))
+    made = subprocess.run([sys.executable, "-m", "sparklio_assets.cli", "generate", str(brief), "--brand",
+                           str(DATA / "demo_brand.json"), "--out", str(home)], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert made.returncode == 0, made.stdout + made.stderr
+    (job_id,) = (p.name for p in (home / "jobs").iterdir())
+    scenes = [s["id"] for s in json.loads((home / "jobs" / job_id / "storyboard.json").read_text())["scenes"]]
+    proc = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", "ui", "--out", str(home),
+                             "--port", str(port), "--media-port", str(media_port)], env=env, cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{base}/server_info", 600, "sparklio ui", proc=proc)
-        page, refused, errors = offline_page(browser, base)
+        page, refused, errors = offline_page(browser, base, also=media)
         page.set_viewport_size({"width": 1600, "height": 1000})
         page.goto(f"{base}/asset-groups/ad/lineage", wait_until="domcontentloaded")
         for name in ("storyboard", "scene_key_image", "scene_motion_clip", "soundtrack", "final_video"):
             page.get_by_text(name, exact=True).first.wait_for(timeout=120_000)
+        _skip_welcome(page)
         shot = tmp_path / "dagster_asset_graph.png"
         page.screenshot(path=str(shot))
         with Image.open(shot) as image:
             assert image.size == (1600, 1000) and image.convert("L").getextrema()[1] > 0
+
+        page.goto(f"{base}/assets/scene_motion_clip?view=partitions&partition={job_id}|{scenes[1]}",
+                  wait_until="domcontentloaded")
+        # the partition is titled by the job's readable name (the list beside it truncates the middle)
+        page.get_by_text(f"{job_id}|{scenes[1]}", exact=True).first.wait_for(timeout=120_000)
+        listed = page.get_by_text(re.compile(r"^scene_\d{3}$"))
+        listed.first.wait_for(timeout=60_000)
+        assert sorted(set(listed.all_inner_texts())) == scenes, "exactly the job's own scenes"
+        _shows_animated(page, f"{media}/{job_id}/scenes/{scenes[1]}/preview.webp", (270, 480))
+
+        page.goto(f"{base}/assets/final_video?view=partitions&partition={job_id}", wait_until="domcontentloaded")
+        _shows_animated(page, f"{media}/{job_id}/final/preview.webp", (180, 320))
+        page.screenshot(path=str(tmp_path / "dagster_final_video_preview.png"))
+        assert not refused, f"the UI asked for outside resources: {refused}"
         assert not errors, errors
     finally:
         stop_group(proc)
+
+
+def _shows_animated(page, src: str, size: tuple[int, int]) -> None:
+    """The preview is an <img> in the page itself (not behind "[Show Markdown]"), loaded, of its
+    size, with every frame there (an animated WebP the media server sent whole)."""
+    image = page.locator(f'img[src="{src}"]').first
+    image.wait_for(timeout=120_000)
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=image.element_handle(), timeout=60_000)
+    assert tuple(image.evaluate("i => [i.naturalWidth, i.naturalHeight]")) == size
+    assert image.is_visible()

@@ -143,13 +143,17 @@ def test_runs_are_on_the_dagster_instance(made):
 
 
 def test_previews_play_in_the_ui_metadata(made):
-    """Each scene and the whole ad: an animated WebP inline in the materialization (the UI's
-    markdown shows data: URIs), small enough for the event log; the MP4's URL beside it."""
+    """Each scene and the whole ad: an animated WebP in place in the materialization (markdown
+    short enough for the UI to render in place, linking the media server), the same embedded in the
+    event log, and the MP4's URL; the media server serves those and nothing else."""
     import base64
     import io
     import re
 
-    from dagster import AssetKey
+    from fastapi.testclient import TestClient
+
+    from api.media import create_media_app
+    from resources.artifacts import ArtifactStore
 
     home, job_dir, _ = made
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
@@ -157,17 +161,46 @@ def test_previews_play_in_the_ui_metadata(made):
         final = instance.get_latest_materialization_event(AssetKey("final_video")).asset_materialization.metadata
         scene = instance.fetch_materializations(AssetKey("scene_motion_clip"), limit=1).records[0]
         scene_meta = scene.asset_materialization.metadata
-    assert final["video_url"].value == (job_dir / "final" / "ad.mp4").as_uri()
+        key = instance.fetch_materializations(AssetKey("scene_key_image"), limit=1).records[0]
+        key_meta = key.asset_materialization.metadata
+    media = TestClient(create_media_app(ArtifactStore(home=str(home))))
+    base = "http://127.0.0.1:3001/"  # the default media URL (the test's environment sets none)
+
+    def served(entry) -> bytes:
+        assert len(entry.value) < 1000, "the UI renders markdown in place only below 1,000 characters"
+        url = re.search(r"\]\((http[^)]+)\)", entry.value).group(1)
+        assert url.startswith(base)
+        answer = media.get("/" + url.removeprefix(base))
+        assert answer.status_code == 200, (url, answer.text)
+        return answer.content
+
+    assert final["video_url"].value == base + f"{JOB}/final/ad.mp4"
+    clip = media.get(f"/{JOB}/final/ad.mp4", headers={"Range": "bytes=0-99"})
+    assert clip.status_code == 206 and len(clip.content) == 100 and clip.headers["content-type"] == "video/mp4"
     scenes = len(json.loads((job_dir / "storyboard.json").read_text())["scenes"])
     for meta, least_frames, width in ((scene_meta, 8, 270), (final, 8 * scenes, 180)):
-        data = re.search(r"data:image/webp;base64,([A-Za-z0-9+/=]+)", meta["preview"].value).group(1)
-        raw = base64.b64decode(data)
-        assert len(raw) < 400_000, "small enough to live in the event log"
+        raw = served(meta["preview"])
+        embedded = re.search(r"data:image/webp;base64,([A-Za-z0-9+/=]+)", meta["preview_embedded"].value).group(1)
+        assert base64.b64decode(embedded) == raw and len(raw) < 400_000, "small enough to live in the event log"
         with Image.open(io.BytesIO(raw)) as animation:
             assert animation.format == "WEBP" and animation.n_frames >= least_frames and animation.width == width
             animation.seek(animation.n_frames // 2)
             assert np.asarray(animation.convert("L")).std() > 10, "a picture, not a blank"
     assert (job_dir / "final" / "preview.webp").read_bytes() == raw, "published beside the video"
+    scene_id = key.asset_materialization.partition.split("|")[-1]
+    with Image.open(job_dir / "scenes" / scene_id / "preview.webp") as animation:
+        first = animation.convert("RGB")
+    sources = {"key image": (key_meta["preview"], Image.open(job_dir / "scenes" / scene_id / "key.png")),
+               "first frame": (scene_meta["first_frame"], first),
+               "thumbnail": (final["thumbnail_preview"], Image.open(job_dir / "final" / "thumbnail.jpg"))}
+    for what, (entry, source) in sources.items():
+        with Image.open(io.BytesIO(served(entry))) as picture:
+            assert picture.format == "JPEG" and picture.size == (270, 480), what
+            small = np.asarray(source.convert("RGB").resize((270, 480), Image.Resampling.BOX), dtype=np.int16)
+            assert np.abs(np.asarray(picture.convert("RGB"), dtype=np.int16) - small).mean() < 6, what
+    for private in (f"{JOB}/job.json", f"{JOB}/storyboard.json", f"{JOB}/../../dagster/dagster.yaml",
+                    f"{JOB}/final/video.json", "../jobs/../dagster/history/runs.db"):
+        assert media.get("/" + private).status_code == 404, private
 
 
 def test_remake_one_scene_keeps_the_others(made):
