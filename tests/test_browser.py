@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -183,10 +184,59 @@ def test_the_dagster_ui_shows_the_graph_each_job_by_name_and_plays_previews(brow
         page.goto(f"{base}/assets/final_video?view=partitions&partition={job_id}", wait_until="domcontentloaded")
         _shows_animated(page, f"{media}/{job_id}/final/preview.webp", (180, 320))
         page.screenshot(path=str(tmp_path / "dagster_final_video_preview.png"))
+
+        _remake_from_the_launchpad(page, base, home, job_id, scenes)
         assert not refused, f"the UI asked for outside resources: {refused}"
         assert not errors, errors
     finally:
         stop_group(proc)
+
+
+def _remake_from_the_launchpad(page, base: str, home: Path, job_id: str, scenes: list[str]) -> None:
+    """What the README tells a user: Jobs → scene_job, pick the (job, scene) partition, add new copy
+    and a seed to the launchpad's config, Launch Run. One launch: the chain sensor re-assembles the
+    final video by itself, and only that scene was re-made."""
+    from dagster import DagsterInstance, RunsFilter
+
+    job_dir, scene = home / "jobs" / job_id, scenes[1]
+    key_image, other = job_dir / "scenes" / scene / "key.png", job_dir / "scenes" / scenes[0] / "key.png"
+    record = job_dir / "final" / "video.json"
+    before = (key_image.stat().st_mtime_ns, other.stat().st_mtime_ns, record.stat().st_mtime_ns)
+    copy = "새 카피: 10초 루틴"
+    page.goto(f"{base}/locations/sparklio_assets.definitions/jobs/scene_job/playground", wait_until="domcontentloaded")
+    partition = page.get_by_placeholder("Partition")
+    partition.wait_for(timeout=120_000)
+    partition.fill(f"{job_id}|{scene}")
+    partition.press("Enter")
+    page.get_by_text(f"partition/scene: {scene}").wait_for(timeout=60_000)  # the launchpad took the cell
+    editor = "document.querySelector('.CodeMirror').CodeMirror"
+    config = page.evaluate(f"{editor}.getValue()")
+    page.evaluate(f"text => {editor}.setValue(text)",
+                  config + f'ops:\n  scene_key_image:\n    config:\n      onscreen_text: "{copy}"\n      seed: 7\n')
+    page.get_by_text("No errors").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}"), timeout=120_000)
+    run_id = page.url.rsplit("/", 1)[-1]
+
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    with DagsterInstance.get() as instance:
+        deadline = time.monotonic() + 900  # a hang guard for a loaded machine, not a speed limit
+        while not (run := instance.get_run_by_id(run_id)) or not run.is_finished:
+            assert time.monotonic() < deadline, "the scene run never finished"
+            time.sleep(1)
+        assert run.is_success, run.status
+        assert run.tags["sparklio/job_id"] == job_id, "a UI-launched run carries the job's tag"
+        while not (finals := instance.get_runs(RunsFilter(job_name="final_video_job", tags={
+                "sparklio/job_id": job_id, "sparklio/remake": "ui"}))) or not finals[0].is_finished:
+            assert time.monotonic() < deadline, "the re-assembly never ran"
+            time.sleep(1)
+        assert finals[0].is_success, finals[0].status
+    plan = json.loads((job_dir / "storyboard.json").read_text())
+    assert plan["scenes"][1]["onscreen_text"] == copy, "the launchpad's copy is in the storyboard"
+    assert key_image.stat().st_mtime_ns > before[0], "the chosen scene was re-made"
+    assert json.loads((job_dir / "scenes" / scene / "key.json").read_text())["seed"].endswith("/seed-7")
+    assert other.stat().st_mtime_ns == before[1], "the other scenes were not touched"
+    assert record.stat().st_mtime_ns > before[2], "a new final video was published"
 
 
 def _shows_animated(page, src: str, size: tuple[int, int]) -> None:

@@ -15,7 +15,6 @@ import pytest
 from dagster import AssetKey, DagsterInstance, RunsFilter
 from PIL import Image
 
-from local_servers import free_port, stop_group, wait_until_up
 from sparklio_assets.models import Storyboard, VideoRecord
 from sparklio_assets.music import SAMPLE_RATE
 from sparklio_assets.overlay import SAFE_AREA
@@ -290,60 +289,6 @@ def test_definitions_validate():
                              "-m", "sparklio_assets.definitions"], capture_output=True, text=True, timeout=900,
                             cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_dagster_dev_remakes_one_scene_through_the_daemon(made):
-    """What a user does in the UI: launch scene_job for one (job, scene) cell with new copy and a
-    new seed in the launchpad's config, against `sparklio ui` (dagster dev: webserver + daemon,
-    queued runs in subprocesses) started with only the media folder; the chain sensor then
-    re-assembles the final video by itself."""
-    import time
-
-    from dagster_graphql import DagsterGraphQLClient
-
-    home, job_dir, _ = made
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "SPARKLIO_HOME")}
-    dev = subprocess.Popen([sys.executable, "-m", "sparklio_assets.cli", "ui", "--out", str(home), "--port", str(port)],
-                           cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
-        wait_until_up(f"http://127.0.0.1:{port}/server_info", 600, "dagster dev", poll_s=1)
-        deadline = time.monotonic() + 900
-
-        key_image = job_dir / "scenes" / "scene_004" / "key.png"
-        other = job_dir / "scenes" / "scene_001" / "key.png"
-        record = job_dir / "final" / "video.json"
-        before = (key_image.stat().st_mtime_ns, other.stat().st_mtime_ns, record.stat().st_mtime_ns)
-        edit = {"onscreen_text": "새 카피: 10초 루틴", "seed": 7}
-        run_id = client.submit_job_execution(
-            "scene_job", repository_location_name="sparklio",
-            tags={"dagster/partition": f"{JOB}|scene_004", "dagster/partition/job": JOB,
-                  "dagster/partition/scene": "scene_004"},
-            run_config={"ops": {"scene_key_image": {"config": edit}}})
-        while (status := client.get_run_status(run_id).value) not in ("SUCCESS", "FAILURE", "CANCELED"):
-            assert time.monotonic() < deadline, f"scene_job still {status}"
-            time.sleep(1)
-        assert status == "SUCCESS", f"scene_job ended {status}"
-        plan = json.loads((job_dir / "storyboard.json").read_text())
-        assert plan["scenes"][3]["onscreen_text"] == edit["onscreen_text"], "the launchpad's copy is in the storyboard"
-        assert key_image.stat().st_mtime_ns > before[0], "the chosen scene was re-made"
-        assert json.loads((job_dir / "scenes" / "scene_004" / "key.json").read_text())["seed"].endswith("/seed-7")
-        assert other.stat().st_mtime_ns == before[1], "the other scenes were not touched"
-        # No second launch: the chain sensor re-assembles, tagged with the job like every run of it.
-        os.environ["DAGSTER_HOME"] = str(home / "dagster")
-        with DagsterInstance.get() as instance:
-            assert instance.get_run_by_id(run_id).tags["sparklio/job_id"] == JOB
-            while not (finals := instance.get_runs(RunsFilter(job_name="final_video_job", tags={
-                    "sparklio/job_id": JOB, "sparklio/remake": "ui"}))) or not finals[0].is_finished:
-                assert time.monotonic() < deadline, "the re-assembly never ran"
-                time.sleep(1)
-            assert finals[0].is_success, finals[0].status
-        assert record.stat().st_mtime_ns > before[2], "a new final video was published"
-        assert probe(job_dir / "final" / "ad.mp4").frames == 360
-    finally:
-        stop_group(dev)  # dagster dev: webserver, daemon and their children
 
 
 def test_feed_channels_get_renditions_laid_out_for_their_shape(tmp_path):
