@@ -6,7 +6,8 @@
     sparklio remake-scene JOB_ID SCENE_ID [--out DIR]
     sparklio run-job JOB_ID [--scene SCENE_ID] [--out DIR] [--run-config JSON]   (the API's detached worker)
     sparklio serve [--host HOST] [--port PORT] [--out DIR]   (the REST API, see api/)
-    sparklio ui [--host HOST] [--port PORT] [--out DIR]      (the Dagster UI on the same instance)
+    sparklio ui [--host HOST] [--port PORT] [--out DIR] [--media-port PORT]
+                                 (the Dagster UI on the same instance, and the media its previews show)
     sparklio worker check [URL] [--config sparklio.yaml]     (is the GPU worker ready?)
 
 `--config FILE` (or $SPARKLIO_CONFIG, or ./sparklio.yaml) sets the resources, e.g. the `comfy:`
@@ -340,6 +341,7 @@ def ui(host: str, port: int, out: str | None, media_port: int | None) -> int:
     the CLI and the API: one setting (--out, or $SPARKLIO_HOME) decides both homes. Beside it, the
     media server (api/media.py) that the previews inline in the UI's metadata are loaded from."""
     import signal
+    import socket
     import subprocess
     import threading
 
@@ -357,12 +359,23 @@ def ui(host: str, port: int, out: str | None, media_port: int | None) -> int:
     media_port = media_port or MEDIA_PORT
     media_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     os.environ.setdefault(MEDIA_URL_ENV, f"http://{media_host}:{media_port}")  # what UI-launched runs link to
-    media = uvicorn.Server(uvicorn.Config(create_media_app(store), host=host, port=media_port, log_level="warning"))
-    threading.Thread(target=media.run, name="media", daemon=True).start()
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:  # bound here, so a taken port stops `sparklio ui` with the reason instead of breaking every preview
+        listener.bind((host, media_port))
+    except OSError as error:
+        raise InputError(f"--media-port: cannot serve media on {host}:{media_port} ({error.strerror}); "
+                         "choose another port") from None
+    media = uvicorn.Server(uvicorn.Config(create_media_app(store), log_level="warning"))
+    threading.Thread(target=media.run, kwargs={"sockets": [listener]}, name="media", daemon=True).start()
     _print(f"media: {store.folder} (served at {os.environ[MEDIA_URL_ENV]})\ndagster: {home}\n"
            f"UI: http://{host}:{port}  (Ctrl-C stops it)")
+    # A caught SIGINT is reset to the default in the child, an ignored one (a shell's background
+    # job) would be inherited, and dagster dev maps SIGTERM to its SIGINT handler: it would not stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     dagster = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-m",
-                                "sparklio_assets.definitions", "-h", host, "-p", str(port)])
+                                "sparklio_assets.definitions", "-h", host, "-p", str(port)],
+                               cwd=home)  # not the checkout: its dagster.yaml there would only draw a warning
     signal.signal(signal.SIGTERM, lambda *_: dagster.terminate())  # stopping `sparklio ui` stops dagster dev
     try:
         return dagster.wait()

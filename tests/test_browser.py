@@ -188,8 +188,24 @@ def test_the_dagster_ui_shows_the_graph_each_job_by_name_and_plays_previews(brow
         _remake_from_the_launchpad(page, base, home, job_id, scenes)
         assert not refused, f"the UI asked for outside resources: {refused}"
         assert not errors, errors
+        _stopping_stops_everything(proc)
     finally:
         stop_group(proc)
+
+
+def _stopping_stops_everything(proc: subprocess.Popen) -> None:
+    """SIGTERM to `sparklio ui` (what a service manager sends) ends dagster dev, its webserver,
+    daemon and code servers too: nothing is left holding the ports or the instance."""
+    proc.terminate()
+    assert proc.wait(300) == 0
+    deadline = time.monotonic() + 300  # a hang guard for a loaded machine, not a speed limit
+    while True:
+        try:
+            os.killpg(proc.pid, 0)  # the session's process group: still somebody in it?
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, "dagster dev's processes outlived sparklio ui"
+        time.sleep(0.5)
 
 
 def _remake_from_the_launchpad(page, base: str, home: Path, job_id: str, scenes: list[str]) -> None:

@@ -284,6 +284,20 @@ def test_unreadable_briefs_get_one_line_and_no_traceback(tmp_path, content, reas
     assert not (tmp_path / "out").exists()
 
 
+def test_ui_refuses_a_taken_media_port_before_starting_dagster(tmp_path):
+    """Previews load from the media server: if its port is taken, `sparklio ui` says so and stops,
+    rather than running a UI whose every preview is broken."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = sparklio("ui", "--out", str(tmp_path), "--port", "1", "--media-port", str(port), home=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: --media-port: cannot serve media on 127.0.0.1:{port} (Address already")
+
+
 def test_definitions_validate():
     result = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
                              "-m", "sparklio_assets.definitions"], capture_output=True, text=True, timeout=900,
