@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .composition import layout_scene
+from .files import atomic_path
 from .formats import file_tag
 from .geometry import SIZES, Box
 from .image_engine import render_key_image
@@ -57,7 +58,8 @@ def relaid_inputs(job: JobSpec, plan: Storyboard, master: list[SceneInput], keys
             seed = key.seed or f"{job.job_id}/{scene.id}"
             backdrop = render_key_image(scene, brand, job.brief.product, seed=seed, fmt=fmt)
             key_path = folder / f"{name}_key.png"
-            backdrop.save(key_path)
+            with atomic_path(key_path) as tmp:
+                backdrop.save(tmp, "PNG")
             motion = motion.model_copy(update={"image_path": str(key_path)})
         else:  # a generated picture or clip: the key image stands in for the clip's frames under the copy
             picture = cv2.imread(motion.image_path, cv2.IMREAD_COLOR)
@@ -67,6 +69,7 @@ def relaid_inputs(job: JobSpec, plan: Storyboard, master: list[SceneInput], keys
             backdrop = Image.fromarray(np.ascontiguousarray(place_picture(picture, width, height, box)[:, :, ::-1]))
         layer, _ = render_overlay(scene, brand, job.brief.product, language, backdrop=backdrop, fmt=fmt)
         overlay_path = folder / f"{name}_overlay.png"
-        layer.save(overlay_path)
+        with atomic_path(overlay_path) as tmp:
+            layer.save(tmp, "PNG")
         out.append(SceneInput(spec.frames, motion, overlay_path, box))
     return out
