@@ -77,15 +77,6 @@ GPU_POOL = "gpu"
 GPU_QUEUE = {"dagster-celery/queue": "gpu"}
 
 
-def small_jpeg(image: Image.Image, path: Path, width: int = 270) -> Path:
-    """A small copy of a picture beside it, for the UI (atomically, like every file)."""
-    thumb = image.convert("RGB").copy()
-    thumb.thumbnail((width, width * 2))
-    with atomic_path(path) as tmp:
-        thumb.save(tmp, "JPEG", quality=80)
-    return path
-
-
 def served_image(store: ArtifactStore, path: Path, caption: str) -> MetadataValue:
     """A picture shown in place in the UI's metadata table. The UI renders markdown in place only
     under 1,000 characters (longer, such as embedded_image's data: URI, behind "[Show Markdown]"),
@@ -246,7 +237,7 @@ def scene_key_image(context: AssetExecutionContext, config: SceneRemake, store: 
     write_model(layout.key_image_record_path(store, job.job_id, scene_id), record)
     context.log.info(f"{scene_id}: key image by {record.engine} in {record.seconds:.2f} s")
     layer = layer_path(path)
-    thumb = small_jpeg(image, layout.key_preview_path(store, job.job_id, scene_id))
+    thumb = previews.write_still(image, layout.key_preview_path(store, job.job_id, scene_id))
     caption = f"{scene_id} · {scene.purpose} · {record.engine}"
     return MaterializeResult(data_version=DataVersion(content_version(path, layer if layer.is_file() else None)),
                              metadata={
@@ -328,7 +319,7 @@ def scene_motion_clip(context: AssetExecutionContext, store: ArtifactStore,
     context.log.info(f"{scene_id}: {motion.engine} '{motion.motion_style}', {scene.frames} frames")
     picture = Path(motion.clip_path or motion.image_path)
     caption = f"{scene_id} · {motion.engine} · {motion.motion_style} (animated)"
-    first_frame = small_jpeg(first_frame, layout.first_frame_path(store, job.job_id, scene_id))
+    first_frame = previews.write_still(first_frame, layout.first_frame_path(store, job.job_id, scene_id))
     return MaterializeResult(data_version=DataVersion(content_version(
         motion.engine, motion.motion_style, f"{motion.duration_seconds:g}", picture, overlay_path)), metadata={
         "preview": served_image(store, preview_path, caption),
@@ -523,10 +514,10 @@ def final_video(context: AssetExecutionContext, store: ArtifactStore, ffmpeg: FF
     segments.publish_manifest(store.job_dir(job_id), assembly)
     context.log.info(f"final video {video_path}: {record.duration:.3f} s {record.resolution} "
                      f"{record.bitrate / 1e6:.1f} Mbps in {record.seconds:.1f} s")
+    small_thumbnail = previews.write_still(thumbnail, layout.thumbnail_preview_path(store, job_id))
     return MaterializeResult(data_version=DataVersion(content_version(*(r.key for r in assembly.segments))), metadata={
         "preview": served_image(store, layout.ad_preview_path(store, job_id), f"{plan.title} (animated, every scene)"),
-        "thumbnail_preview": served_image(store, small_jpeg(thumbnail, layout.thumbnail_preview_path(store, job_id)),
-                                          f"{plan.title}: thumbnail"),
+        "thumbnail_preview": served_image(store, small_thumbnail, f"{plan.title}: thumbnail"),
         "video_url": MetadataValue.url(store.url(video_path)),
         "path": MetadataValue.path(record.video_path),
         "thumbnail": MetadataValue.path(record.thumbnail_path),

@@ -46,6 +46,15 @@ def write_scene_preview(scene: SceneInput, path: Path) -> Image.Image:
     return frames[0]
 
 
+def write_still(image: Image.Image, path: Path) -> Path:
+    """A picture (key image, first frame, thumbnail) at preview size, as a JPEG beside it."""
+    small = image.convert("RGB").copy()
+    small.thumbnail((SCENE_WIDTH, SCENE_WIDTH * 2))
+    with atomic_path(path) as tmp:
+        small.save(tmp, "JPEG", quality=80)
+    return path
+
+
 def write_ad_preview(scene_previews: list[Path], path: Path) -> None:
     """The whole ad, scene after scene, from the scenes' own previews (no second render; any
     still picture, such as the thumbnail, counts as one frame)."""
