@@ -34,7 +34,7 @@ def default_home() -> str:
 
 
 def default_media_url() -> str:
-    return (os.environ.get(MEDIA_URL_ENV) or f"http://127.0.0.1:{MEDIA_PORT}").rstrip("/")
+    return os.environ.get(MEDIA_URL_ENV) or f"http://127.0.0.1:{MEDIA_PORT}"
 
 
 class ArtifactStore(ConfigurableResource):

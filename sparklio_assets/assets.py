@@ -96,9 +96,8 @@ def _scene_context(context: AssetExecutionContext, store: ArtifactStore) -> tupl
     job_id, scene_id = keys["job"], keys["scene"]
     job = layout.read_job(store, job_id)
     storyboard = layout.read_storyboard(store, job_id)
-    if scene_id not in {s.id for s in storyboard.scenes}:
-        raise Failure(description=f"job {job_id} has {len(storyboard.scenes)} scenes; {scene_id} does not exist",
-                      allow_retries=False)
+    if why := storyboard.lacks(job_id, [scene_id]):
+        raise Failure(description=why, allow_retries=False)
     return job, storyboard, scene_id
 
 

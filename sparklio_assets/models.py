@@ -296,6 +296,13 @@ class Storyboard(_Strict):
                 return scene
         raise KeyError(f"storyboard has no {scene_id} (it has {len(self.scenes)} scenes)")
 
+    def lacks(self, job_id: str, scene_ids: list[str]) -> str | None:
+        """Why these scenes cannot be made ("job J has N scenes; scene_009 does not exist"), or None."""
+        known = {s.id for s in self.scenes}
+        if unknown := [s for s in scene_ids if s not in known]:
+            return f"job {job_id} has {len(self.scenes)} scenes; {', '.join(unknown)} does not exist"
+        return None
+
 
 class JobSpec(_Strict):
     """One job = one brief made into one ad. Written once when the job is created."""

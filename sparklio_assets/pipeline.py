@@ -195,10 +195,10 @@ def _scene_cells(job_id: str, scene_ids: Sequence[str], instance: DagsterInstanc
     """Refuse a scene the storyboard does not have before any run (its partition key would not
     exist), and make sure the storyboard's scene keys are on the instance (a storyboard made
     before the scene dimension was dynamic registered none)."""
-    known = [s.id for s in store_paths.read_storyboard(store, job_id).scenes]
-    if unknown := [s for s in scene_ids if s not in known]:
-        raise PipelineError(f"job {job_id} has {len(known)} scenes; {', '.join(unknown)} does not exist")
-    register_scenes(instance, known)
+    plan = store_paths.read_storyboard(store, job_id)
+    if why := plan.lacks(job_id, list(scene_ids)):
+        raise PipelineError(why)
+    register_scenes(instance, [s.id for s in plan.scenes])
 
 
 def _run_stages(stages: Sequence[Stage], job_id: str, defs: Definitions, instance: DagsterInstance,
